@@ -201,6 +201,13 @@ class Config:
             raise ConfigError(
                 f"neuron.threshold: {self.neuron.threshold} does not fit arithmetic.membrane_bits="
                 f"{a.membrane_bits} (largest membrane value {2 ** (a.membrane_bits - 1) - 1})")
+        need = a.dv_bits + (self.network.timesteps * self.train.batch_size).bit_length()
+        if a.grad_bits < need:
+            # A gradient is a sum of T*B values of dv_bits: with this width it can never
+            # overflow, so the hardware's running sum needs no saturation and equals the model.
+            raise ConfigError(
+                f"arithmetic.grad_bits: {a.grad_bits} is too narrow for dv_bits={a.dv_bits} summed over "
+                f"timesteps*batch_size={self.network.timesteps * self.train.batch_size} values, need >= {need}")
         tc = self.target_count
         if tc > self.network.timesteps:
             raise ConfigError(
