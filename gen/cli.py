@@ -1,0 +1,349 @@
+"""The ``spikeforge`` command line.
+
+One entry point with subcommands. Every user error (a bad config key or value, a missing
+file, a missing data-set package, a bad flag value) prints exactly one line
+``spikeforge: error: <message>`` on stderr and exits with status 2, before anything is
+printed on stdout. Progress goes to stderr; results go to stdout.
+
+Only what works today is offered: training runs on the bit-exact fixed-point reference
+model (``--backend model``); further backends appear here when they exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from .config import DATASETS, PRESETS_DIR, Config, ConfigError, load_config
+
+PROG = "spikeforge"
+
+#: Preset a bare ``spikeforge train --dataset NAME`` starts from (network sized for the data).
+DATASET_PRESETS = {"digits": "digits", "mnist": "mnist"}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: reported as one line, exit status 2."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("spikeforge")
+    except Exception:  # pragma: no cover - not installed (running from a bare checkout)
+        return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (plus a pointer to --help), exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+# --------------------------------------------------------------------------- config commands
+def _presets() -> list[tuple[str, str]]:
+    """(name, one-line description) of every preset in configs/."""
+    out = []
+    for p in sorted(PRESETS_DIR.glob("*.yaml")):
+        desc = ""
+        for line in p.read_text().splitlines():
+            if line.startswith("#"):
+                desc = line.lstrip("#").strip()
+                break
+        out.append((p.stem, desc))
+    return out
+
+
+def _load(spec: str | None) -> Config:
+    try:
+        return load_config(spec)
+    except ConfigError:
+        raise
+    except OSError as e:  # unreadable file, directory, ...
+        raise UserError(f"{spec}: cannot read: {e.strerror or e}") from None
+
+
+def summary(cfg: Config) -> str:
+    """One line describing a configuration."""
+    n, h, t = cfg.network, cfg.hardware, cfg.train
+    return (f"network {'-'.join(map(str, n.layers))}, T={n.timesteps}; "
+            f"{h.cores} core{'s' if h.cores != 1 else ''} x {h.lanes} lanes on {cfg.board}; "
+            f"train {t.dataset}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}; "
+            f"digest {cfg.digest()}")
+
+
+def cmd_config_validate(args, out: TextIO) -> int:
+    cfg = _load(args.config)
+    out.write(f"ok: {args.config}: {summary(cfg)}\n")
+    try:
+        _check_dataset_fit(cfg)
+    except UserError as e:  # valid config, but `spikeforge train` will refuse it
+        sys.stderr.write(f"{PROG}: warning: {e}\n")
+    return 0
+
+
+def _yaml_dumper():
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        """Block style for sections, flow style for lists (``layers: [64, 128, 10]``)."""
+
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v,
+                                                                     flow_style=True))
+    return Dumper
+
+
+def cmd_config_show(args, out: TextIO) -> int:
+    import yaml
+
+    _Dumper = _yaml_dumper()
+    cfg = _load(args.config)
+    out.write(f"# spikeforge {_version()}: resolved configuration "
+              f"({args.config or 'defaults'}), digest {cfg.digest()}\n")
+    out.write(yaml.dump(cfg.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False))
+    return 0
+
+
+def cmd_config_presets(args, out: TextIO) -> int:
+    rows = _presets()
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, desc in rows:
+        out.write(f"{name:<{width}}  {desc}\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- train
+def _dataset_inputs() -> dict[str, int]:
+    from spikeforge.model.data import DATASET_INPUTS
+
+    return DATASET_INPUTS
+
+
+def _check_dataset_fit(cfg: Config) -> None:
+    """The network's input layer must match the data set it trains on."""
+    n_in = _dataset_inputs().get(cfg.train.dataset)
+    if n_in is not None and cfg.network.layers[0] != n_in:
+        raise UserError(
+            f"network.layers[0]: {cfg.network.layers[0]} inputs, but data set {cfg.train.dataset!r} "
+            f"has {n_in} (use --config {DATASET_PRESETS[cfg.train.dataset]} or change network.layers)")
+    if cfg.network.layers[-1] < 10:
+        raise UserError(f"network.layers[-1]: {cfg.network.layers[-1]} output neurons, but data set "
+                        f"{cfg.train.dataset!r} has 10 classes (need >= 10)")
+
+
+class Progress:
+    """A text progress bar on a TTY; on anything else, one line per epoch (no spam)."""
+
+    def __init__(self, stream: TextIO, enabled: bool = True, width: int = 30):
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self.width = width
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+        self.last_epoch = None
+        self.drawn = False
+
+    @staticmethod
+    def _fmt(info: dict) -> str:
+        parts = []
+        if "epoch" in info:
+            e = info["epoch"]
+            parts.append(f"epoch {e}/{info['epochs']}" if "epochs" in info else f"epoch {e}")
+        for key, label in (("loss", "loss"), ("train_accuracy", "train"), ("test_accuracy", "test")):
+            v = info.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                parts.append(f"{label} {100 * v:.2f} %" if "accuracy" in key else f"{label} {v:.4g}")
+        return "  ".join(parts)
+
+    def __call__(self, done: int, total: int, info: dict | None = None) -> None:
+        if not self.enabled:
+            return
+        info = info or {}
+        now = time.monotonic()
+        if self.tty:
+            if done < total and now - self.last_draw < 0.1:
+                return
+            self.last_draw = now
+            frac = done / total if total else 1.0
+            fill = int(round(self.width * frac))
+            bar = "#" * fill + "." * (self.width - fill)
+            line = f"[{bar}] {100 * frac:5.1f} %  {done}/{total}  {now - self.start:6.1f} s  {self._fmt(info)}"
+            self.stream.write("\r" + line[:200] + "\033[K")
+            self.stream.flush()
+            self.drawn = True
+            return
+        # Not a TTY: one line whenever an epoch ends (the callback says so by reporting
+        # epoch accuracies, or the step count reaches the end).
+        epoch = info.get("epoch")
+        ended = "train_accuracy" in info or "test_accuracy" in info or done >= total
+        if ended and (epoch is None or epoch != self.last_epoch):
+            self.last_epoch = epoch
+            self.stream.write(f"{PROG}: {done}/{total} steps  {now - self.start:.1f} s  {self._fmt(info)}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _train_backends() -> tuple[str, ...]:
+    """Backends that model/train.py implements (only those are offered)."""
+    try:
+        from spikeforge.model import train as t
+    except ImportError:
+        return ("model",)
+    backends = getattr(t, "BACKENDS", None)
+    if backends:
+        return tuple(b for b in backends if b in ("model", "float"))
+    return ("model",)
+
+
+def build_train_config(args) -> Config:
+    """The config of a train run: --config (or the data set's preset), then the flags."""
+    if args.config is None:
+        dataset = args.dataset or "digits"
+        cfg = _load(DATASET_PRESETS[dataset])
+    else:
+        cfg = _load(args.config)
+    overrides: dict[str, Any] = {}
+    for flag, key in (("dataset", "dataset"), ("epochs", "epochs"), ("seed", "seed"),
+                      ("batch_size", "batch_size")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    if overrides:
+        cfg = cfg.replace(train=overrides)
+    _check_dataset_fit(cfg)
+    return cfg
+
+
+def _result_dict(result, cfg: Config, backend: str) -> dict:
+    d: dict[str, Any] = {"backend": backend, "config_digest": cfg.digest(), "config": cfg.to_dict()}
+    for key in ("test_accuracy", "train_accuracy", "epochs", "sparsity", "seconds"):
+        if hasattr(result, key):
+            d[key] = getattr(result, key)
+    return d
+
+
+def cmd_train(args, out: TextIO, err: TextIO) -> int:
+    cfg = build_train_config(args)
+    try:
+        from spikeforge.model.train import train
+    except ImportError as e:
+        raise UserError(f"training is not available in this installation: {e}") from None
+    try:
+        from spikeforge.model.data import DatasetError
+    except ImportError:  # pragma: no cover
+        DatasetError = ()  # type: ignore[assignment]
+
+    progress = Progress(err, enabled=not args.quiet)
+    try:
+        result = train(cfg, backend=args.backend, progress=progress)
+    except DatasetError as e:
+        raise UserError(str(e)) from None
+    finally:
+        progress.close()
+    t = cfg.train
+    if args.report:
+        Path(args.report).write_text(json.dumps(_result_dict(result, cfg, args.backend), indent=2,
+                                                default=str) + "\n")
+    train_acc = getattr(result, "train_accuracy", None)
+    if train_acc is not None:
+        out.write(f"train accuracy: {100 * train_acc:.2f} %\n")
+    out.write(f"test accuracy: {100 * result.test_accuracy:.2f} % "
+              f"({t.dataset}, {args.backend} backend, {t.epochs} epoch{'s' if t.epochs != 1 else ''}, "
+              f"seed {t.seed})\n")
+    return 0
+
+
+# --------------------------------------------------------------------------------- parser
+def _int_flag(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Generate, verify and deploy a multi-core processor that "
+                                       "trains spiking neural networks on chip.")
+    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    pc = sub.add_parser("config", help="validate, show and list configurations",
+                        description="Validate, show and list configurations (YAML files or preset names).")
+    csub = pc.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    v = csub.add_parser("validate", help="check a config file or preset; prints 'ok: <summary>'")
+    v.add_argument("config", metavar="FILE|PRESET")
+    v.set_defaults(func=cmd_config_validate)
+    s = csub.add_parser("show", help="print the full resolved config as YAML (defaults filled in)")
+    s.add_argument("config", metavar="FILE|PRESET", nargs="?", default=None,
+                   help="omit for the built-in defaults")
+    s.set_defaults(func=cmd_config_show)
+    pr = csub.add_parser("presets", help="list the presets shipped in configs/")
+    pr.set_defaults(func=cmd_config_presets)
+
+    backends = _train_backends()
+    t = sub.add_parser(
+        "train", help="train a network on a data set and report its accuracy",
+        description="Train a network on a data set and report its test accuracy. Flags override "
+                    "the config's train section. Without --config, the preset of the data set "
+                    "(digits or mnist) is used.")
+    t.add_argument("--config", metavar="FILE|PRESET", default=None,
+                   help="YAML config or preset name (default: the data set's preset)")
+    t.add_argument("--backend", choices=backends, default="model",
+                   help="model: the bit-exact fixed-point reference model"
+                        + ("; float: its float32 autograd twin" if "float" in backends else "")
+                        + " (default: model)")
+    t.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: the config's)")
+    t.add_argument("--epochs", type=_int_flag, default=None, metavar="N")
+    t.add_argument("--seed", type=_int_flag, default=None, metavar="S")
+    t.add_argument("--batch-size", type=_int_flag, default=None, metavar="B", dest="batch_size")
+    t.add_argument("--report", metavar="FILE.json", default=None,
+                   help="also write accuracies per epoch, sparsity and the config as JSON")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Results are buffered and written only on success: an error leaves no partial output.
+    out = io.StringIO()
+    try:
+        if args.func is cmd_train:
+            # Training streams nothing to stdout before it ends, so the buffer is enough.
+            rc = args.func(args, out, sys.stderr)
+        else:
+            rc = args.func(args, out)
+    except (ConfigError, UserError) as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\n{PROG}: interrupted\n")
+        return 130
+    try:
+        sys.stdout.write(out.getvalue())
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `spikeforge config show | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
