@@ -140,28 +140,33 @@ def _check_dataset_fit(cfg: Config) -> None:
 
 
 class Progress:
-    """A text progress bar on a TTY; on anything else, one line per epoch (no spam)."""
+    """A text progress bar on a TTY; on anything else, one line per epoch (no spam).
 
-    def __init__(self, stream: TextIO, enabled: bool = True, width: int = 30):
+    Called as ``progress(done_steps, total_steps, info)`` after every training step, with
+    ``info`` from :func:`spikeforge.model.train.train` (``epoch`` counted from 0, ``loss``,
+    ``train_accuracy`` so far in the epoch).
+    """
+
+    def __init__(self, stream: TextIO, epochs: int, enabled: bool = True, width: int = 30):
         self.stream = stream
+        self.epochs = max(1, epochs)
         self.enabled = enabled
         self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
         self.width = width
         self.start = time.monotonic()
         self.last_draw = 0.0
-        self.last_epoch = None
         self.drawn = False
 
-    @staticmethod
-    def _fmt(info: dict) -> str:
+    def _fmt(self, info: dict) -> str:
         parts = []
-        if "epoch" in info:
-            e = info["epoch"]
-            parts.append(f"epoch {e}/{info['epochs']}" if "epochs" in info else f"epoch {e}")
-        for key, label in (("loss", "loss"), ("train_accuracy", "train"), ("test_accuracy", "test")):
-            v = info.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                parts.append(f"{label} {100 * v:.2f} %" if "accuracy" in key else f"{label} {v:.4g}")
+        if isinstance(info.get("epoch"), int):
+            parts.append(f"epoch {info['epoch'] + 1}/{self.epochs}")
+        acc = info.get("train_accuracy")
+        if isinstance(acc, float):
+            parts.append(f"train acc {100 * acc:.2f} %")
+        loss = info.get("loss")
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            parts.append(f"loss {loss:.4g}")
         return "  ".join(parts)
 
     def __call__(self, done: int, total: int, info: dict | None = None) -> None:
@@ -169,25 +174,24 @@ class Progress:
             return
         info = info or {}
         now = time.monotonic()
+        elapsed = now - self.start
         if self.tty:
             if done < total and now - self.last_draw < 0.1:
                 return
             self.last_draw = now
             frac = done / total if total else 1.0
-            fill = int(round(self.width * frac))
+            fill = int(self.width * frac)
             bar = "#" * fill + "." * (self.width - fill)
-            line = f"[{bar}] {100 * frac:5.1f} %  {done}/{total}  {now - self.start:6.1f} s  {self._fmt(info)}"
-            self.stream.write("\r" + line[:200] + "\033[K")
+            eta = f"eta {elapsed / frac * (1 - frac):5.0f} s" if 0 < frac < 1 else f"{elapsed:.0f} s"
+            line = f"[{bar}] {100 * frac:5.1f} %  {eta}  {self._fmt(info)}"
+            self.stream.write("\r" + line[:160] + "\033[K")
             self.stream.flush()
             self.drawn = True
             return
-        # Not a TTY: one line whenever an epoch ends (the callback says so by reporting
-        # epoch accuracies, or the step count reaches the end).
-        epoch = info.get("epoch")
-        ended = "train_accuracy" in info or "test_accuracy" in info or done >= total
-        if ended and (epoch is None or epoch != self.last_epoch):
-            self.last_epoch = epoch
-            self.stream.write(f"{PROG}: {done}/{total} steps  {now - self.start:.1f} s  {self._fmt(info)}\n")
+        # Not a TTY (a log file, CI): one line at the end of every epoch.
+        steps_per_epoch = max(1, total // self.epochs)
+        if done % steps_per_epoch == 0 or done >= total:
+            self.stream.write(f"{PROG}: {self._fmt(info)}  ({elapsed:.1f} s)\n")
             self.stream.flush()
 
     def close(self) -> None:
@@ -230,7 +234,7 @@ def build_train_config(args) -> Config:
 
 def _result_dict(result, cfg: Config, backend: str) -> dict:
     d: dict[str, Any] = {"backend": backend, "config_digest": cfg.digest(), "config": cfg.to_dict()}
-    for key in ("test_accuracy", "train_accuracy", "epochs", "sparsity", "seconds"):
+    for key in ("test_accuracy", "train_accuracy", "epochs", "sparsity"):
         if hasattr(result, key):
             d[key] = getattr(result, key)
     return d
@@ -247,7 +251,7 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
     except ImportError:  # pragma: no cover
         DatasetError = ()  # type: ignore[assignment]
 
-    progress = Progress(err, enabled=not args.quiet)
+    progress = Progress(err, cfg.train.epochs, enabled=not args.quiet)
     try:
         result = train(cfg, backend=args.backend, progress=progress)
     except DatasetError as e:
@@ -310,9 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
                         + ("; float: its float32 autograd twin" if "float" in backends else "")
                         + " (default: model)")
     t.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: the config's)")
-    t.add_argument("--epochs", type=_int_flag, default=None, metavar="N")
-    t.add_argument("--seed", type=_int_flag, default=None, metavar="S")
-    t.add_argument("--batch-size", type=_int_flag, default=None, metavar="B", dest="batch_size")
+    t.add_argument("--epochs", type=_int_flag, default=None, metavar="N",
+                   help="passes over the training set (train.epochs)")
+    t.add_argument("--seed", type=_int_flag, default=None, metavar="S",
+                   help="seed of weight init, shuffling and spike encoding (train.seed)")
+    t.add_argument("--batch-size", type=_int_flag, default=None, metavar="B", dest="batch_size",
+                   help="samples per weight update (train.batch_size)")
     t.add_argument("--report", metavar="FILE.json", default=None,
                    help="also write accuracies per epoch, sparsity and the config as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")

@@ -40,17 +40,31 @@ class ConfigError(ValueError):
     """A configuration value is out of range or malformed. The message names the key."""
 
 
+def _show(value: Any) -> str:
+    """``repr`` of a user's value for a message: YAML-like (lists, not tuples), at most 60 chars."""
+    if isinstance(value, tuple):
+        value = list(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    """The YAML-ish name of a value's type, for messages."""
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list",
+            tuple: "a list", dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def _int(key: str, value: Any, lo: int, hi: int | None = None) -> None:
+    allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer {allowed}, got {_kind(value)} {_show(value)}")
     if value < lo or (hi is not None and value > hi):
-        allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
         raise ConfigError(f"{key}: {value} is out of range, allowed {allowed}")
 
 
 def _choice(key: str, value: Any, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not allowed, choose one of {', '.join(map(str, allowed))}")
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{key}: {_show(value)} is not allowed, choose one of {', '.join(map(str, allowed))}")
 
 
 @dataclass(frozen=True)
@@ -62,9 +76,17 @@ class NetworkConfig:
     #: Timesteps T per sample.
     timesteps: int = 8
 
+    def __post_init__(self):
+        if isinstance(self.layers, list):  # frozen: store the list as a tuple
+            object.__setattr__(self, "layers", tuple(self.layers))
+
     def validate(self) -> None:
-        if not isinstance(self.layers, tuple) or len(self.layers) < 2:
-            raise ConfigError(f"network.layers: {self.layers!r} must list at least 2 sizes (input and output)")
+        if not isinstance(self.layers, tuple):
+            raise ConfigError(f"network.layers: expected a list of layer sizes, got {_kind(self.layers)} "
+                              f"{_show(self.layers)}")
+        if len(self.layers) < 2:
+            raise ConfigError(f"network.layers: {_show(self.layers)} must list at least 2 sizes "
+                              f"(input and output), e.g. [64, 128, 10]")
         for i, n in enumerate(self.layers):
             _int(f"network.layers[{i}]", n, 1, 65536)
         _int("network.timesteps", self.timesteps, 1, 256)
@@ -190,6 +212,10 @@ class Config:
         self.validate()
 
     def validate(self) -> None:
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"{name}: expected a {cls.__name__}, got {_kind(getattr(self, name))} "
+                                  f"{_show(getattr(self, name))}")
         self.network.validate()
         self.neuron.validate()
         self.arithmetic.validate()
@@ -208,11 +234,39 @@ class Config:
             raise ConfigError(
                 f"arithmetic.grad_bits: {a.grad_bits} is too narrow for dv_bits={a.dv_bits} summed over "
                 f"timesteps*batch_size={self.network.timesteps * self.train.batch_size} values, need >= {need}")
+        self._cross_checks()
         tc = self.target_count
         if tc > self.network.timesteps:
             raise ConfigError(
                 f"train.target_count: {tc} exceeds network.timesteps={self.network.timesteps} "
                 f"(a neuron fires at most once per timestep)")
+
+    def _cross_checks(self) -> None:
+        """Checks between sections: each names the key, its value and the one it must agree with."""
+        a, n, hw = self.arithmetic, self.neuron, self.hardware
+        if n.leak_shift >= a.membrane_bits:
+            raise ConfigError(
+                f"neuron.leak_shift: {n.leak_shift} must be smaller than arithmetic.membrane_bits="
+                f"{a.membrane_bits} (h >> leak_shift would always be 0 or -1)")
+        if n.surrogate_shift >= a.membrane_bits:
+            raise ConfigError(
+                f"neuron.surrogate_shift: {n.surrogate_shift} must be smaller than arithmetic.membrane_bits="
+                f"{a.membrane_bits} (the surrogate window 2**{n.surrogate_shift} would cover every "
+                f"membrane value)")
+        if a.loss_shift > a.error_bits - 2:
+            raise ConfigError(
+                f"arithmetic.loss_shift: {a.loss_shift} is too large for arithmetic.error_bits="
+                f"{a.error_bits}: an error of one spike (1 << loss_shift) must fit, allowed "
+                f"<= {a.error_bits - 2}")
+        if a.lr_shift >= a.grad_bits:
+            raise ConfigError(
+                f"arithmetic.lr_shift: {a.lr_shift} must be smaller than arithmetic.grad_bits="
+                f"{a.grad_bits} (every weight step would round to 0)")
+        fan_in = max(self.network.layers[:-1])
+        if hw.max_inputs < fan_in:
+            raise ConfigError(
+                f"hardware.max_inputs: {hw.max_inputs} is smaller than the largest fan-in of "
+                f"network.layers={_show(self.network.layers)}, need >= {fan_in}")
 
     @property
     def target_count(self) -> int:
@@ -250,33 +304,73 @@ def config_from_dict(data: Any, source: str = "config") -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{source}: the top level must be a mapping of sections "
+                          f"({', '.join([*_SECTIONS, 'board'])}), got {_kind(data)} {_show(data)}")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key == "board":
             if not isinstance(value, str):
-                raise ConfigError(f"board: expected a board name, got {value!r}")
+                raise ConfigError(f"board: expected a board name ({', '.join(BOARDS)}), "
+                                  f"got {_kind(value)} {_show(value)}")
             kwargs["board"] = value
             continue
         if key not in _SECTIONS:
-            raise ConfigError(f"{key}: unknown section, allowed {', '.join([*_SECTIONS, 'board'])}")
+            raise ConfigError(f"{key}: unknown section{_did_you_mean(key, [*_SECTIONS, 'board'])}, "
+                              f"allowed {', '.join([*_SECTIONS, 'board'])}")
         cls = _SECTIONS[key]
+        names = [f.name for f in fields(cls)]
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
-        names = {f.name for f in fields(cls)}
+            raise ConfigError(f"{key}: expected a mapping of keys ({', '.join(names)}), "
+                              f"got {_kind(value)} {_show(value)}")
         for sub in value:
             if sub not in names:
-                raise ConfigError(f"{key}.{sub}: unknown key, allowed {', '.join(sorted(names))}")
+                raise ConfigError(f"{key}.{sub}: unknown key{_did_you_mean(sub, names)}, "
+                                  f"allowed {', '.join(names)}")
         value = dict(value)
         if key == "network" and "layers" in value:
             layers = value["layers"]
             if not isinstance(layers, (list, tuple)):
-                raise ConfigError(f"network.layers: expected a list of layer sizes, got {layers!r}")
+                raise ConfigError(f"network.layers: expected a list of layer sizes, e.g. [64, 128, 10], "
+                                  f"got {_kind(layers)} {_show(layers)}")
             value["layers"] = tuple(layers)
         kwargs[key] = cls(**value)
     return Config(**kwargs)
+
+
+def _did_you_mean(word: Any, choices) -> str:
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _yaml_loader():
+    """A safe YAML loader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: let the constructor report it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -290,11 +384,29 @@ def load_config(path: str | Path | None = None) -> Config:
         p = PRESETS_DIR / f"{path}.yaml"
     if not p.exists():
         raise ConfigError(f"{path}: no such config file or preset (presets: {', '.join(PRESETS)})")
+    if p.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a text file (not UTF-8 at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
-    return config_from_dict(data, source=str(p))
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML: {what}{where}") from None
+    if data is None:
+        raise ConfigError(f"{p}: the file is empty, expected a mapping of sections "
+                          f"({', '.join([*_SECTIONS, 'board'])})")
+    try:
+        return config_from_dict(data, source=str(p))
+    except ConfigError as e:  # say which file the offending key is in
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(str(p)) else f"{path}: {msg}") from None
 
 
 def preset_path(name: str) -> Path:
