@@ -201,16 +201,9 @@ class Progress:
             self.drawn = False
 
 
-def _train_backends() -> tuple[str, ...]:
-    """Backends that model/train.py implements (only those are offered)."""
-    try:
-        from spikeforge.model import train as t
-    except ImportError:
-        return ("model",)
-    backends = getattr(t, "BACKENDS", None)
-    if backends:
-        return tuple(b for b in backends if b in ("model", "float"))
-    return ("model",)
+#: Training backends offered (a subset of spikeforge.model.train.BACKENDS; the test suite
+#: checks that). Kept static so that `spikeforge --help` does not import torch.
+TRAIN_BACKENDS = ("model", "float")
 
 
 def build_train_config(args) -> Config:
@@ -301,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = csub.add_parser("presets", help="list the presets shipped in configs/")
     pr.set_defaults(func=cmd_config_presets)
 
-    backends = _train_backends()
+    backends = TRAIN_BACKENDS
     t = sub.add_parser(
         "train", help="train a network on a data set and report its accuracy",
         description="Train a network on a data set and report its test accuracy. Flags override "
