@@ -48,7 +48,8 @@ import torch
 
 __all__ = [
     "sat", "shift_right_round", "leak", "surrogate_mask", "output_error", "round_update",
-    "xorshift32", "neuron_seeds", "acc_width", "error_shift", "dv_scale_exp", "float_learning_rate",
+    "xorshift32", "xorshift32_steps", "neuron_seeds", "acc_width", "error_shift", "dv_scale_exp",
+    "float_learning_rate",
 ]
 
 MASK32 = 0xFFFF_FFFF
@@ -102,6 +103,24 @@ def xorshift32(x: torch.Tensor) -> torch.Tensor:
     x = x ^ (x >> 17)
     x = x ^ ((x << 5) & MASK32)
     return x
+
+
+def xorshift32_steps(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The next ``n`` states of each stream: ``out[..., j]`` = :func:`xorshift32` applied ``j + 1`` times.
+
+    Bit-identical to looping :func:`xorshift32` ``n`` times; the loop runs on numpy
+    ``uint32`` arrays (wrapping shifts, low per-step overhead) for speed.
+    """
+    import numpy as np
+
+    state = x.numpy().astype(np.uint32)
+    out = np.empty(state.shape + (n,), dtype=np.uint32)
+    for j in range(n):
+        state ^= state << np.uint32(13)
+        state ^= state >> np.uint32(17)
+        state ^= state << np.uint32(5)
+        out[..., j] = state
+    return torch.from_numpy(out.astype(np.int64))
 
 
 def neuron_seeds(seed: int, layer: int, n: int) -> torch.Tensor:

@@ -160,13 +160,11 @@ class FixedPointSNN:
         a = self.cfg.arithmetic
         if a.rounding == "nearest":
             return fx.round_update(grad, a.lr_shift)
-        state = self.rng_state[l]
-        delta = torch.empty_like(grad)
-        for j in range(grad.shape[1]):
-            state = fx.xorshift32(state)
-            delta[:, j] = fx.round_update(grad[:, j], a.lr_shift, state)
-        self.rng_state[l] = state
-        return delta
+        # Each neuron's stream steps once per weight of its row, in column order:
+        # r[:, j] is the state after j + 1 steps (== looping fx.xorshift32 over j).
+        r = fx.xorshift32_steps(self.rng_state[l], grad.shape[1])
+        self.rng_state[l] = r[:, -1].clone()
+        return fx.round_update(grad, a.lr_shift, r)
 
     def update(self, traces: list[LayerTrace]) -> None:
         a = self.cfg.arithmetic
