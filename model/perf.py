@@ -4,3 +4,51 @@ From the data of one sample (input spike events per timestep, non-zero dv per ti
 and lane) it predicts the cycles of every phase of every engine; the RTL tests assert
 that the RTL's cycle counters equal these predictions exactly.
 """
+
+# ------------------------------------------------------------------------------ WG engine
+def wg_lane_lengths(dv_t, lanes: int) -> list[int]:
+    """Length of each of the ``lanes`` per-lane dv lists of one timestep.
+
+    ``dv_t``: the ``N`` dv values (or a 0/1 non-zero mask) of one sample and timestep;
+    lane ``q`` lists the non-zero dv of neurons ``i = b*P + q``.
+    """
+    lens = [0] * lanes
+    for i, v in enumerate(dv_t):
+        if int(v) != 0:
+            lens[i % lanes] += 1
+    return lens
+
+
+def wg_cycles(events_per_t, lane_lengths_per_t) -> int:
+    """Cycles of the WG engine's accumulation of one sample (``WGEngine.cycles`` after ``start``).
+
+    ``events_per_t[t]``: input spike events of timestep ``t``; ``lane_lengths_per_t[t]``:
+    the ``P`` lane-list lengths of ``t`` (see :func:`wg_lane_lengths`). Per timestep 3
+    cycles (accept ``lists``, read ``ev_start[t]``, ``ev_start[t+1]``) plus
+    ``events(t) * L(t)`` with ``L(t)`` the longest lane list; 3 cycles drain the
+    read-modify-write pipeline at the end. Cycles spent waiting for BP to present the
+    lists are not counted (the engine's ``stalls`` counter has them).
+    """
+    if len(events_per_t) != len(lane_lengths_per_t):
+        raise ValueError(f"wg_cycles: {len(events_per_t)} event counts but "
+                         f"{len(lane_lengths_per_t)} timesteps of lane lengths")
+    total = 3
+    for ev, lens in zip(events_per_t, lane_lengths_per_t):
+        total += 3 + int(ev) * max((int(x) for x in lens), default=0)
+    return total
+
+
+def wg_work(events_per_t, lane_lengths_per_t) -> int:
+    """Useful additions of one sample's accumulation: ``sum_t events(t) * nnz_t(dv)``."""
+    return sum(int(ev) * sum(int(x) for x in lens)
+               for ev, lens in zip(events_per_t, lane_lengths_per_t))
+
+
+def update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
+    """Cycles of the WG engine's weight update (``WGEngine.cycles`` after ``start_update``).
+
+    One column slice (``P`` weights) per cycle over ``NB = ceil(N/P)`` blocks of ``n_in``
+    columns, plus one cycle to fetch the first rng states and one for the last write-back.
+    """
+    blocks = -(-n_neurons // lanes)
+    return blocks * n_in + 2

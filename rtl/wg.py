@@ -1,0 +1,434 @@
+"""The WG engine: weight-gradient accumulation (concurrent with BP) and the weight update.
+
+See docs/core.md ("Engines", WG and Update). Two operations, each started by its own
+strobe, each ending with a one-cycle ``done``:
+
+**Accumulate one sample** (``start``). For each timestep that BP announces on the
+``lists`` stream (payload ``{t, len[P]}``, in BP's order ``t = T-1 .. 0``), for each input
+event ``j`` of ``t`` (read from the shared event memories: ``ev_start[t] .. ev_start[t+1]-1``
+index ``ev_addr``), step through the ``P`` per-lane dv lists in parallel: cycle ``c`` reads
+entry ``c`` of every lane list (address ``(t & 1) * NB + c`` in every dv-list bank; lane
+``q`` takes part while ``c < len[q]``) and adds ``dv`` of neuron ``i = b*P + q`` to
+``G[i, j]``, which lives in gradient bank ``(q + j) mod P`` at address ``b*n_in + j`` --
+the same skewed layout as ``W``, so no two lanes meet in one bank. ``G`` is private,
+``grad_bits`` wide, and the config guarantees the exact sum over a mini-batch fits
+(``grad_bits >= dv_bits + bitlen(T*batch_size)``), so the add wraps and never saturates.
+The read-modify-write is pipelined at one access per bank and cycle; the write of the
+previous cycle is forwarded, so back-to-back hits to one address are correct. After the
+last dv-list read of a timestep, ``release`` pulses for one cycle: BP may overwrite that
+buffer from then on. The sample ends after the timestep with ``t == 0``. Gradients
+persist across samples (a mini-batch is B samples run one after another).
+
+**Update** (``start_update``, after the last sample of the mini-batch). For each block
+``b``, for each column ``j = 0 .. n_in-1`` (one column slice per cycle, address
+``b*n_in + j`` in every bank): ``W = sat(W - round(G >> lr_shift))`` on the shared ``W``
+banks and ``G = 0``; padding lanes (``i >= N``) are never written. Rounding is
+``arithmetic.rounding``: ``nearest`` (half up) or ``stochastic`` with one xorshift32 state
+per neuron (private memory banked by lane, address ``b``; the host loads it through the
+``rng_w*`` port with ``fixedpoint.neuron_seeds`` values and can read it back through
+``rng_r*`` while the engine is idle), stepped once per column before use, exactly as
+``FixedPointSNN.update_deltas``.
+
+Timing (cycles counted by ``cycles``; ``model/perf.py`` has the same formulas):
+
+* accumulate: ``3 + sum_t (3 + events(t) * L(t))`` with ``L(t)`` the longest lane list of
+  ``t`` -- per timestep one cycle to accept ``lists`` and two to read ``ev_start[t]`` and
+  ``ev_start[t+1]``, then ``L(t)`` cycles per event, and 3 cycles at the end to drain the
+  read-modify-write pipeline (``done`` pulses with the last ``G`` write). Cycles spent
+  waiting for BP (in the accept state with ``lists.valid`` low) are not in ``cycles`` but
+  in ``stalls``.
+* update: ``NB * n_in + 2`` (one cycle to fetch the first rng states, one per column
+  slice, one for the last write-back; ``done`` pulses with the last write).
+
+``work``: accumulate -- ``G`` additions, ``sum_t events(t) * nnz_t(dv)``; update -- weights
+written, ``N * n_in``.
+
+Scoreboard visibility: every ``G`` write is mirrored on ``g_we``/``g_waddr``/``g_wdata``
+(per bank); ``W`` write-backs are the shared ``w_we``/``w_waddr``/``w_wdata`` ports.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from . import arith
+from .geometry import CoreGeometry
+
+__all__ = ["WGEngine", "dv_entry_layout", "lists_layout", "dv_list_depth", "event_shapes",
+           "ubits"]
+
+
+def ubits(n: int) -> int:
+    """Unsigned width that holds ``0 .. n-1`` (at least 1 bit)."""
+    return max(1, (n - 1).bit_length())
+
+
+def dv_entry_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
+    """One dv-list entry: ``{b: block index, dv: signed dv_bits}`` (``b`` in the low bits)."""
+    return data.StructLayout({
+        "b": unsigned(ubits(geom.blocks)),
+        "dv": signed(cfg.arithmetic.dv_bits),
+    })
+
+
+def dv_list_depth(geom: CoreGeometry) -> int:
+    """Words per dv-list bank: two buffers of ``NB``; buffer ``t & 1``, entry ``c`` at ``(t&1)*NB + c``."""
+    return 2 * geom.blocks
+
+
+def lists_layout(geom: CoreGeometry) -> data.StructLayout:
+    """Payload of the BP -> WG ``lists`` stream: ``{t, len[P]}`` (``len`` in ``0 .. NB``)."""
+    return data.StructLayout({
+        "t": unsigned(ubits(geom.timesteps)),
+        "len": data.ArrayLayout(unsigned(ubits(geom.blocks + 1)), geom.lanes),
+    })
+
+
+def event_shapes(geom: CoreGeometry) -> dict:
+    """Widths of the shared event memories: ``ev_start`` (T+1 offsets), ``ev_addr`` (columns)."""
+    return {
+        "start_addr": unsigned(ubits(geom.timesteps + 1)),
+        "start_data": unsigned(ubits(geom.max_events + 1)),
+        "ev_addr_addr": unsigned(ubits(geom.max_events)),
+        "ev_addr_data": unsigned(ubits(geom.n_in)),
+    }
+
+
+class WGEngine(wiring.Component):
+    """Weight-gradient accumulation and weight update of one core (see the module docstring).
+
+    Ports:
+
+    * control: ``start`` (accumulate one sample), ``start_update`` (In, 1-cycle strobes,
+      ignored while busy); ``busy``, ``done`` (1-cycle pulse); ``cycles``, ``work``,
+      ``stalls`` (Out(32), of the last operation, cleared by its start strobe).
+    * BP handshake: ``lists`` (In stream of :func:`lists_layout`), ``release`` (Out, pulse).
+    * shared event memories: ``ev_start_raddr``/``ev_start_rdata``,
+      ``ev_addr_raddr``/``ev_addr_rdata`` (one bank each, synchronous read).
+    * shared dv lists (P banks, :func:`dv_entry_layout`, depth :func:`dv_list_depth`):
+      ``dvl_raddr``/``dvl_rdata`` (arrays of P).
+    * shared weights (P banks, signed weight_bits, depth NB*n_in): ``w_raddr``/``w_rdata``,
+      ``w_waddr``/``w_wdata``/``w_we`` (arrays of P).
+    * gradient write monitor: ``g_waddr``/``g_wdata``/``g_we`` (Out, arrays of P).
+    * rng states (host side): ``rng_waddr``, ``rng_wdata[P]``, ``rng_we[P]`` (In);
+      ``rng_raddr`` (In), ``rng_rdata[P]`` (Out, the cycle after the address; only while
+      idle). Present in both rounding modes; with ``nearest`` there is no memory behind
+      them (writes are ignored, reads give 0).
+    """
+
+    def __init__(self, cfg, geom: CoreGeometry):
+        if not isinstance(geom, CoreGeometry):
+            raise TypeError(f"WGEngine: geom must be a CoreGeometry, got {type(geom).__name__}")
+        if cfg.hardware.lanes != geom.lanes:
+            raise ValueError(f"WGEngine: geometry has lanes={geom.lanes} but the config has "
+                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
+        a = cfg.arithmetic
+        if a.grad_bits < a.dv_bits + 1:
+            raise ValueError(f"WGEngine: arithmetic.grad_bits={a.grad_bits} must exceed "
+                             f"arithmetic.dv_bits={a.dv_bits}")
+        self.cfg = cfg
+        self.geom = geom
+        P, NB, depth = geom.lanes, geom.blocks, geom.weight_depth
+        ev = event_shapes(geom)
+        wb, gb = a.weight_bits, a.grad_bits
+        super().__init__({
+            "start": In(1),
+            "start_update": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(32),
+            "work": Out(32),
+            "stalls": Out(32),
+            "lists": In(stream.Signature(lists_layout(geom))),
+            "release": Out(1),
+            "ev_start_raddr": Out(ev["start_addr"]),
+            "ev_start_rdata": In(ev["start_data"]),
+            "ev_addr_raddr": Out(ev["ev_addr_addr"]),
+            "ev_addr_rdata": In(ev["ev_addr_data"]),
+            "dvl_raddr": Out(unsigned(ubits(dv_list_depth(geom)))).array(P),
+            "dvl_rdata": In(dv_entry_layout(cfg, geom)).array(P),
+            "w_raddr": Out(unsigned(ubits(depth))).array(P),
+            "w_rdata": In(signed(wb)).array(P),
+            "w_waddr": Out(unsigned(ubits(depth))).array(P),
+            "w_wdata": Out(signed(wb)).array(P),
+            "w_we": Out(1).array(P),
+            "g_waddr": Out(unsigned(ubits(depth))).array(P),
+            "g_wdata": Out(signed(gb)).array(P),
+            "g_we": Out(1).array(P),
+            "rng_waddr": In(unsigned(ubits(NB))),
+            "rng_wdata": In(32).array(P),
+            "rng_we": In(1).array(P),
+            "rng_raddr": In(unsigned(ubits(NB))),
+            "rng_rdata": Out(32).array(P),
+        })
+
+    # ------------------------------------------------------------------------------------
+    def _rotate(self, values, jlow):
+        """Lane order -> bank order: bank ``k`` gets lane ``(k - j) mod P``."""
+        P = self.geom.lanes
+        if P == 1:
+            return list(values)
+        lb = (P - 1).bit_length()
+        arr = Array(values)
+        return [arr[(Const(k, lb + 1) - jlow)[:lb]] for k in range(P)]
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g = self.cfg, self.geom
+        a = cfg.arithmetic
+        P, NB, n_in, N = g.lanes, g.blocks, g.n_in, g.n_neurons
+        depth = g.weight_depth
+        gb, wb = a.grad_bits, a.weight_bits
+        lb = (P - 1).bit_length()  # bits of j mod P
+        stochastic = a.rounding == "stochastic"
+
+        # ---------------------------------------------------------------- private memories
+        gmem, g_rd, g_wr = [], [], []
+        for k in range(P):
+            mem = Memory(shape=signed(gb), depth=depth, init=[])
+            m.submodules[f"g{k}"] = mem
+            gmem.append(mem)
+            g_rd.append(mem.read_port())          # synchronous, not transparent
+            g_wr.append(mem.write_port())
+        if stochastic:
+            rng_rd, rng_wr = [], []
+            for q in range(P):
+                mem = Memory(shape=32, depth=NB, init=[])
+                m.submodules[f"rng{q}"] = mem
+                rng_rd.append(mem.read_port())
+                rng_wr.append(mem.write_port())
+
+        # ------------------------------------------------------------------- control state
+        busy = Signal()
+        cycles = Signal(32)
+        work = Signal(32)
+        stalls = Signal(32)
+        m.d.comb += [self.busy.eq(busy), self.cycles.eq(cycles), self.work.eq(work),
+                     self.stalls.eq(stalls)]
+        count = Signal()   # this cycle counts in `cycles`
+        m.d.comb += busy.eq(0)
+        with m.If(count):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # accumulate state
+        t_cur = Signal(unsigned(ubits(g.timesteps)))
+        lens = Signal(data.ArrayLayout(unsigned(ubits(NB + 1)), P))
+        L = Signal(unsigned(ubits(NB + 1)))
+        e = Signal(unsigned(ubits(g.max_events + 1)))
+        e_end = Signal(unsigned(ubits(g.max_events + 1)))
+        c = Signal(unsigned(ubits(NB)))
+        release = Signal()
+        m.d.sync += release.eq(0)
+        m.d.comb += self.release.eq(release)
+        drain = Signal(2)
+
+        # issue -> S1 (dv list + event data arrive)
+        issue = Signal()
+        issue_lanes = Signal(P)
+        s1_valid = Signal()
+        s1_lanes = Signal(P)
+        m.d.sync += [s1_valid.eq(issue), s1_lanes.eq(Mux(issue, issue_lanes, 0))]
+
+        # update state
+        ub = Signal(unsigned(ubits(NB)))
+        uj = Signal(unsigned(ubits(n_in)))
+        ua = Signal(unsigned(ubits(depth)))
+        u_issue = Signal()
+        u1_valid = Signal()
+        u1_addr = Signal(unsigned(ubits(depth)))
+        u1_jlow = Signal(max(lb, 1))
+        u1_last_block = Signal()
+        m.d.sync += u1_valid.eq(u_issue)
+
+        # default addresses (keep ports quiet when unused)
+        m.d.comb += self.ev_start_raddr.eq(0)
+
+        lists_len_max = Signal(unsigned(ubits(NB + 1)))
+        mx = self.lists.payload.len[0]
+        for q in range(1, P):
+            mx = Mux(self.lists.payload.len[q] > mx, self.lists.payload.len[q], mx)
+        m.d.comb += lists_len_max.eq(mx)
+
+        with m.FSM(name="wg_fsm"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0)]
+                    m.next = "WAIT"
+                with m.Elif(self.start_update):
+                    m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0),
+                                 ub.eq(0), uj.eq(0), ua.eq(0)]
+                    m.next = "U_INIT"
+
+            # ---------------------------------------------------------------- accumulate
+            with m.State("WAIT"):
+                m.d.comb += [busy.eq(1), self.lists.ready.eq(1),
+                             self.ev_start_raddr.eq(self.lists.payload.t)]
+                with m.If(self.lists.valid):
+                    m.d.comb += count.eq(1)
+                    m.d.sync += [t_cur.eq(self.lists.payload.t), lens.eq(self.lists.payload.len),
+                                 L.eq(lists_len_max)]
+                    m.next = "ST1"
+                with m.Else():
+                    m.d.sync += stalls.eq(stalls + 1)
+            with m.State("ST1"):
+                m.d.comb += [busy.eq(1), count.eq(1), self.ev_start_raddr.eq(t_cur + 1)]
+                m.d.sync += e.eq(self.ev_start_rdata)
+                m.next = "ST2"
+            with m.State("ST2"):
+                m.d.comb += [busy.eq(1), count.eq(1)]
+                m.d.sync += [e_end.eq(self.ev_start_rdata), c.eq(0)]
+                with m.If((self.ev_start_rdata != e) & (L != 0)):
+                    m.next = "RUN"
+                with m.Else():
+                    m.d.sync += release.eq(1)
+                    with m.If(t_cur == 0):
+                        m.d.sync += drain.eq(0)
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "WAIT"
+            with m.State("RUN"):
+                m.d.comb += [busy.eq(1), count.eq(1), issue.eq(1)]
+                with m.If(c == L - 1):
+                    m.d.sync += [c.eq(0), e.eq(e + 1)]
+                    with m.If(e + 1 == e_end):
+                        m.d.sync += release.eq(1)
+                        with m.If(t_cur == 0):
+                            m.d.sync += drain.eq(0)
+                            m.next = "DRAIN"
+                        with m.Else():
+                            m.next = "WAIT"
+                with m.Else():
+                    m.d.sync += c.eq(c + 1)
+            with m.State("DRAIN"):
+                # 3 cycles: the last issue's G write happens in the third.
+                m.d.comb += [busy.eq(1), count.eq(1)]
+                m.d.sync += drain.eq(drain + 1)
+                with m.If(drain == 2):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+
+            # -------------------------------------------------------------------- update
+            with m.State("U_INIT"):
+                # fetch the rng states of block 0 (address 0, see below)
+                m.d.comb += [busy.eq(1), count.eq(1)]
+                m.next = "U_RUN"
+            with m.State("U_RUN"):
+                m.d.comb += [busy.eq(1), count.eq(1), u_issue.eq(1)]
+                m.d.sync += ua.eq(ua + 1)
+                with m.If(uj == n_in - 1):
+                    m.d.sync += [uj.eq(0), ub.eq(ub + 1)]
+                    with m.If(ub == NB - 1):
+                        m.next = "U_DRAIN"
+                with m.Else():
+                    m.d.sync += uj.eq(uj + 1)
+            with m.State("U_DRAIN"):
+                m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+
+        # ------------------------------------------------------- accumulate: issue stage
+        buf = t_cur[0]
+        m.d.comb += self.ev_addr_raddr.eq(e)
+        for q in range(P):
+            m.d.comb += [
+                self.dvl_raddr[q].eq(buf * NB + c),
+                issue_lanes[q].eq(c < lens[q]),
+            ]
+        with m.If(issue):
+            m.d.sync += work.eq(work + sum(issue_lanes[q] for q in range(P)))
+
+        # ------------------------------------------------- S1: addresses, lane -> bank
+        j = self.ev_addr_rdata
+        jlow = Signal(max(lb, 1))              # j mod P
+        m.d.comb += jlow.eq(j)
+        lane_addr = [self.dvl_rdata[q].b * n_in + j for q in range(P)]
+        lane_dv = [self.dvl_rdata[q].dv for q in range(P)]
+        bank_lane_en = self._rotate([s1_lanes[q] for q in range(P)], jlow)
+        bank_addr = self._rotate(lane_addr, jlow)
+        bank_dv = self._rotate(lane_dv, jlow)
+        s2_en = [Signal(name=f"s2_en{k}") for k in range(P)]
+        s2_addr = [Signal(unsigned(ubits(depth)), name=f"s2_addr{k}") for k in range(P)]
+        s2_dv = [Signal(signed(a.dv_bits), name=f"s2_dv{k}") for k in range(P)]
+        for k in range(P):
+            m.d.sync += [s2_en[k].eq(s1_valid & bank_lane_en[k]), s2_addr[k].eq(bank_addr[k]),
+                         s2_dv[k].eq(bank_dv[k])]
+
+        # --------------------------------------------- S2: G read;  S3: add and write
+        s3_en = [Signal(name=f"s3_en{k}") for k in range(P)]
+        s3_addr = [Signal(unsigned(ubits(depth)), name=f"s3_addr{k}") for k in range(P)]
+        s3_dv = [Signal(signed(a.dv_bits), name=f"s3_dv{k}") for k in range(P)]
+        last_we = [Signal(name=f"fw_we{k}") for k in range(P)]
+        last_addr = [Signal(unsigned(ubits(depth)), name=f"fw_addr{k}") for k in range(P)]
+        last_data = [Signal(signed(gb), name=f"fw_data{k}") for k in range(P)]
+
+        # update pipeline values per bank (U1 stage)
+        u_r = [Signal(32, name=f"u_r{q}") for q in range(P)]          # lane order, U1
+        valid_last = (1 << (N - (NB - 1) * P)) - 1                     # lanes of the last block
+        u_lane_ok = Signal(P)
+        m.d.comb += u_lane_ok.eq(Mux(u1_last_block, valid_last, (1 << P) - 1))
+        u_bank_ok = self._rotate([u_lane_ok[q] for q in range(P)], u1_jlow)
+        u_bank_r = self._rotate(u_r, u1_jlow)
+
+        for k in range(P):
+            m.d.sync += [s3_en[k].eq(s2_en[k]), s3_addr[k].eq(s2_addr[k]), s3_dv[k].eq(s2_dv[k])]
+            old = Mux(last_we[k] & (last_addr[k] == s3_addr[k]), last_data[k], g_rd[k].data)
+            new = Signal(signed(gb), name=f"g_new{k}")
+            m.d.comb += new.eq(old + s3_dv[k])          # wraps at grad_bits: never overflows
+            m.d.sync += [last_we[k].eq(s3_en[k]), last_addr[k].eq(s3_addr[k]),
+                         last_data[k].eq(new)]
+
+            # update datapath (U1): W and G read the cycle before, at u1_addr in every bank
+            gval = g_rd[k].data
+            if stochastic:
+                delta = arith.round_update(gval, a.lr_shift, u_bank_r[k])
+            else:
+                delta = arith.round_update(gval, a.lr_shift)
+            w_new = Signal(signed(wb), name=f"w_new{k}")
+            m.d.comb += w_new.eq(arith.sat(self.w_rdata[k] - delta, wb))
+            u_we = u1_valid & u_bank_ok[k]
+
+            m.d.comb += [
+                g_rd[k].addr.eq(Mux(u_issue, ua, s2_addr[k])),
+                self.w_raddr[k].eq(ua),
+                self.w_waddr[k].eq(u1_addr),
+                self.w_wdata[k].eq(w_new),
+                self.w_we[k].eq(u_we),
+                g_wr[k].addr.eq(Mux(u1_valid, u1_addr, s3_addr[k])),
+                g_wr[k].data.eq(Mux(u1_valid, 0, new)),
+                g_wr[k].en.eq(Mux(u1_valid, u_we, s3_en[k])),
+                self.g_waddr[k].eq(g_wr[k].addr),
+                self.g_wdata[k].eq(g_wr[k].data),
+                self.g_we[k].eq(g_wr[k].en),
+            ]
+        with m.If(u1_valid):
+            m.d.sync += work.eq(work + sum(u_bank_ok[k] for k in range(P)))
+
+        # ------------------------------------------------------------- update: U0 stage
+        m.d.sync += [u1_addr.eq(ua), u1_last_block.eq(ub == NB - 1)]
+        m.d.sync += u1_jlow.eq(uj)             # truncated: j mod P
+        # rng: block b's states are read (address b) the cycle before its first column,
+        # held in x_reg during the block and written back at its last column.
+        if stochastic:
+            x_reg = [Signal(32, name=f"x{q}") for q in range(P)]
+            first = Signal()
+            m.d.comb += first.eq(uj == 0)
+            for q in range(P):
+                cur = Mux(first, rng_rd[q].data, x_reg[q])
+                nxt = Signal(32, name=f"x_next{q}")
+                m.d.comb += nxt.eq(arith.xorshift32(cur))
+                with m.If(u_issue):
+                    m.d.sync += [x_reg[q].eq(nxt), u_r[q].eq(nxt)]
+                host_idle = ~busy & ~self.start_update
+                m.d.comb += [
+                    rng_rd[q].addr.eq(Mux(u_issue, ub + 1, Mux(host_idle, self.rng_raddr, 0))),
+                    rng_wr[q].addr.eq(Mux(busy, ub, self.rng_waddr)),
+                    rng_wr[q].data.eq(Mux(busy, nxt, self.rng_wdata[q])),
+                    rng_wr[q].en.eq(Mux(busy, u_issue & (uj == n_in - 1), self.rng_we[q])),
+                    self.rng_rdata[q].eq(rng_rd[q].data),
+                ]
+        else:
+            for q in range(P):
+                m.d.comb += self.rng_rdata[q].eq(0)
+        return m
