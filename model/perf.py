@@ -52,3 +52,27 @@ def update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
     """
     blocks = -(-n_neurons // lanes)
     return blocks * n_in + 2
+
+
+# ------------------------------------------------------------------------------ FP engine
+def fp_cycles(events_per_t, n_neurons: int, lanes: int) -> int:
+    """Cycles of the FP engine's forward pass of one sample (``FPEngine.cycles``).
+
+    ``events_per_t[t]``: input spike events of timestep ``t``. Per timestep and neuron
+    block one cycle per event (at least one: a block of a timestep without events still
+    leaks), plus 2 cycles to read ``ev_start[0..1]`` and 2 to drain the accumulate and
+    LIF stages. Cycles frozen by back-pressure on the spike stream are not counted
+    (``FPEngine.stalls`` has them).
+    """
+    blocks = -(-n_neurons // lanes)
+    return 4 + blocks * sum(max(int(e), 1) for e in events_per_t)
+
+
+def fp_work(events_per_t, n_neurons: int) -> int:
+    """Useful accumulations of one forward pass: ``sum_t events(t) * N``."""
+    return sum(int(e) for e in events_per_t) * n_neurons
+
+
+def fp_dense_cycles(n_in: int, n_neurons: int, lanes: int, timesteps: int) -> int:
+    """Cycles of the same FP schedule if every input spiked at every timestep."""
+    return fp_cycles([n_in] * timesteps, n_neurons, lanes)

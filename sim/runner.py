@@ -26,6 +26,7 @@ Everything a testbench needs from the simulator, in one call::
             test_module=__name__,                  # the module holding the @cocotb.test()s
             cfg=cfg, geometry=geom,                # part of the build key, passed to the test
             params={"seeds": [1, 2, 3]},           # anything JSON-able, passed to the test
+            # extra_sources=[__file__],            # if this file defines hardware (a harness)
         )
 
 What it does:
@@ -164,11 +165,14 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _build_key(name: str, cfg, geometry, build_key, waves: bool) -> str:
+def _build_key(name: str, cfg, geometry, build_key, waves: bool, extra_sources=()) -> str:
+    extra = hashlib.sha256()
+    for p in extra_sources:
+        extra.update(Path(p).read_bytes())
     blob = json.dumps({
         "name": name, "config": _jsonable(cfg), "geometry": _jsonable(geometry),
         "key": _jsonable(build_key), "waves": waves, "args": _BUILD_ARGS,
-        "sources": sources_digest(), "verilator": _verilator_root().name,
+        "sources": sources_digest(), "extra": extra.hexdigest(), "verilator": _verilator_root().name,
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -186,10 +190,12 @@ def _lock(path: Path):
 
 # ------------------------------------------------------------------------------------ build
 def build(name: str, component: Callable[[], Any] | Any, *, cfg=None, geometry=None,
-          build_key: Any = None, waves: bool | None = None) -> Path:
+          build_key: Any = None, waves: bool | None = None, extra_sources=()) -> Path:
     """Verilate ``component`` (or a zero-argument factory of it) once; returns the build dir.
 
     ``name`` is the Verilog top module name. Reuses a finished build with the same key.
+    ``extra_sources``: files outside ``rtl/`` that define hardware of this build (e.g. a
+    test harness component in the test file: pass ``[__file__]``).
     """
     from cocotb_tools.runner import get_runner
 
@@ -198,7 +204,7 @@ def build(name: str, component: Callable[[], Any] | Any, *, cfg=None, geometry=N
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"build name {name!r} must be a Verilog identifier")
     waves = waves_requested(waves)
-    key = _build_key(name, cfg, geometry, build_key, waves)
+    key = _build_key(name, cfg, geometry, build_key, waves, extra_sources)
     bdir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
     done = bdir / ".built"
     with _lock(build_root() / f".{name}-{key}.lock"):
@@ -244,12 +250,14 @@ def _run_dir_name() -> str:
 def run_cocotb(*, name: str, component: Callable[[], Any] | Any, test_module: str,
                cfg=None, geometry=None, params: dict | None = None, testcase: str | None = None,
                build_key: Any = None, waves: bool | None = None, extra_env: dict | None = None,
-               run_name: str | None = None) -> Path:
+               run_name: str | None = None, extra_sources=()) -> Path:
     """Build (or reuse) ``component`` and run the cocotb tests of ``test_module`` on it.
 
     ``params`` plus ``config`` (``cfg.to_dict()``) and ``geometry`` go to the cocotb side
     as JSON (see :func:`spikeforge.sim.cocotb_utils.load_params`). ``testcase``: only run
-    the cocotb test(s) of that name (comma-separated). Returns the results file; raises
+    the cocotb test(s) of that name (comma-separated). ``extra_sources``: files outside
+    ``rtl/`` whose text shapes the hardware (a harness defined in the test file:
+    ``[__file__]``); they join the build key. Returns the results file; raises
     ``AssertionError`` if any cocotb test failed or the simulation died.
     """
     __tracebackhide__ = True
@@ -257,7 +265,8 @@ def run_cocotb(*, name: str, component: Callable[[], Any] | Any, test_module: st
     from cocotb_tools.runner import get_runner
 
     waves = waves_requested(waves)
-    bdir = build(name, component, cfg=cfg, geometry=geometry, build_key=build_key, waves=waves)
+    bdir = build(name, component, cfg=cfg, geometry=geometry, build_key=build_key, waves=waves,
+                 extra_sources=extra_sources)
     rdir = bdir / "runs" / (run_name or _run_dir_name())
     rdir.mkdir(parents=True, exist_ok=True)
     pfile = rdir / "params.json"

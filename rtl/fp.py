@@ -1,0 +1,327 @@
+"""The FP engine: event-driven forward pass of one sample (docs/core.md, "Engines", FP).
+
+Per timestep ``t = 0..T-1``, per neuron block ``b = 0..NB-1``: for each input event ``j``
+of ``t`` (``ev_addr[ev_start[t] .. ev_start[t+1]-1]``), one cycle reads the column slice
+``W[b*P .. b*P+P-1, j]`` (address ``b*n_in + j`` in every bank, lane ``q`` in bank
+``(q + j) mod P``) and adds it to ``P`` current accumulators (registers, full width
+``acc_width(weight_bits, n_in)``). A block of a timestep without events takes one cycle
+(the neurons still leak). The block's current then goes through the :class:`LIF` unit
+one cycle later -- overlapping the accumulation of the next block -- which writes ``h``
+(private, banked by lane, address ``b``), ``S[t][b]`` and ``M[t][b]`` (shared, one
+``P``-bit word each at ``t*NB + b``), adds the spikes to the counts (shared, banked by lane,
+address ``b``; written, not added, at ``t = 0``) and emits ``{t, b, spikes}`` on the
+``spikes`` stream when some lane fired.
+
+Pipeline (one block-event per cycle, no bubbles between blocks or timesteps):
+
+* A (cursor ``t, b, e``): ``ev_addr[e]`` is on ``ev_addr_rdata`` (its address was the
+  next-cursor value of the cycle before); issue the weight read ``b*n_in + j``.
+* C: rotate the ``P`` weight words into lane order, accumulate; on the block's last event
+  hand the current to D and issue the reads of ``h[b]`` and ``count[b]``.
+* D: LIF, write ``h``, ``S``, ``M``, counts, emit the spike word. The write of the
+  cycle before is forwarded (``NB = 1`` reads a block right after writing it), so the
+  shared count memory needs no transparent read port.
+
+Cycles (``cycles``, busy cycles excluding stalls; ``model/perf.py:fp_cycles``):
+``2 + NB * sum_t max(events(t), 1) + 2`` -- two to read ``ev_start[0], ev_start[1]``, one
+per block-event, two to drain C and D. ``done`` pulses the cycle after the last write
+(``busy`` is low again). ``work`` = ``sum_t events(t) * N`` (weights accumulated).
+``stalls``: cycles frozen because ``spikes.valid`` was high and ``spikes.ready`` low --
+the whole engine freezes (memory read addresses are held so read data stays valid).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from . import arith
+from .geometry import CoreGeometry
+from .lif import LIF
+
+__all__ = ["FPEngine", "spike_word_layout", "count_bits", "ubits"]
+
+
+def ubits(n: int) -> int:
+    """Unsigned width that holds ``0 .. n-1`` (at least 1 bit)."""
+    return max(1, (n - 1).bit_length())
+
+
+def count_bits(timesteps: int) -> int:
+    """Width of a spike count ``0 .. T`` (``log2(T) + 1`` for a power-of-two T)."""
+    return max(1, timesteps.bit_length())
+
+
+def spike_word_layout(geom: CoreGeometry) -> data.StructLayout:
+    """Payload of the ``spikes`` stream: ``{t, b, spikes}`` (lane ``q`` = bit ``q``)."""
+    return data.StructLayout({
+        "t": unsigned(ubits(geom.timesteps)),
+        "b": unsigned(ubits(geom.blocks)),
+        "spikes": unsigned(geom.lanes),
+    })
+
+
+class FPEngine(wiring.Component):
+    """Forward pass of one core over one sample (see the module docstring).
+
+    Ports:
+
+    * control: ``start`` (In, 1-cycle strobe, ignored while busy); ``busy``, ``done``
+      (1-cycle pulse); ``cycles``, ``work``, ``stalls`` (Out(32), of the last run).
+    * shared event memories (one bank each, synchronous read): ``ev_start_raddr`` /
+      ``ev_start_rdata`` (T+1 offsets), ``ev_addr_raddr`` / ``ev_addr_rdata`` (columns).
+    * shared weights (P banks, skewed): ``w_raddr`` / ``w_rdata`` (arrays of P).
+    * shared histories (one bank of P-bit words, address ``t*NB + b``): ``s_waddr``,
+      ``s_wdata``, ``s_we`` (spikes) and ``m_waddr``, ``m_wdata``, ``m_we`` (masks).
+    * shared spike counts (P banks by lane, address ``b``, :func:`count_bits` wide):
+      ``cnt_raddr`` / ``cnt_rdata``, ``cnt_waddr`` / ``cnt_wdata`` / ``cnt_we`` (arrays of P).
+    * ``spikes``: Out stream of :func:`spike_word_layout`, the non-zero spike words.
+    * ``h_waddr`` / ``h_wdata`` / ``h_we`` (Out, arrays of P): mirror of the private
+      membrane writes (for scoreboards; ``h`` of padding lanes is 0).
+    """
+
+    def __init__(self, cfg, geom: CoreGeometry):
+        if not isinstance(geom, CoreGeometry):
+            raise TypeError(f"FPEngine: geom must be a CoreGeometry, got {type(geom).__name__}")
+        if cfg.hardware.lanes != geom.lanes:
+            raise ValueError(f"FPEngine: geometry has lanes={geom.lanes} but the config has "
+                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
+        self.cfg = cfg
+        self.geom = geom
+        a = cfg.arithmetic
+        P, NB, T = geom.lanes, geom.blocks, geom.timesteps
+        depth = geom.weight_depth
+        self.current_bits = arith.acc_width(a.weight_bits, geom.n_in)
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(32),
+            "work": Out(32),
+            "stalls": Out(32),
+            "ev_start_raddr": Out(unsigned(ubits(T + 1))),
+            "ev_start_rdata": In(unsigned(ubits(geom.max_events + 1))),
+            "ev_addr_raddr": Out(unsigned(ubits(geom.max_events))),
+            "ev_addr_rdata": In(unsigned(ubits(geom.n_in))),
+            "w_raddr": Out(unsigned(ubits(depth))).array(P),
+            "w_rdata": In(signed(a.weight_bits)).array(P),
+            "s_waddr": Out(unsigned(ubits(T * NB))),
+            "s_wdata": Out(P),
+            "s_we": Out(1),
+            "m_waddr": Out(unsigned(ubits(T * NB))),
+            "m_wdata": Out(P),
+            "m_we": Out(1),
+            "cnt_raddr": Out(unsigned(ubits(NB))).array(P),
+            "cnt_rdata": In(unsigned(count_bits(T))).array(P),
+            "cnt_waddr": Out(unsigned(ubits(NB))).array(P),
+            "cnt_wdata": Out(unsigned(count_bits(T))).array(P),
+            "cnt_we": Out(1).array(P),
+            "h_waddr": Out(unsigned(ubits(NB))).array(P),
+            "h_wdata": Out(signed(a.membrane_bits)).array(P),
+            "h_we": Out(1).array(P),
+            "spikes": Out(stream.Signature(spike_word_layout(geom))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g = self.cfg, self.geom
+        a = cfg.arithmetic
+        P, NB, T, N, n_in = g.lanes, g.blocks, g.timesteps, g.n_neurons, g.n_in
+        mb, cb = a.membrane_bits, count_bits(T)
+        lb = max(1, (P - 1).bit_length())
+        last_lanes = N - (NB - 1) * P           # valid lanes of the last block
+        last_mask = (1 << last_lanes) - 1
+        all_mask = (1 << P) - 1
+
+        # ------------------------------------------------------------ private h memory
+        h_rd, h_wr = [], []
+        for q in range(P):
+            mem = Memory(shape=signed(mb), depth=NB, init=[])
+            m.submodules[f"h{q}"] = mem
+            h_rd.append(mem.read_port())
+            h_wr.append(mem.write_port())
+
+        m.submodules.lif = lif = LIF(cfg, P, self.current_bits)
+
+        stall = Signal()
+
+        # ----------------------------------------------------------------- control FSM
+        # states: 0 idle, 1 S0 (ev_start[0] on rdata), 2 S1 (ev_start[1]), 3 RUN
+        state = Signal(2)
+        t = Signal(range(T + 1))
+        b = Signal(range(NB + 1))
+        e = Signal(range(g.max_events + 1))
+        lo = Signal(range(g.max_events + 1))
+        hi = Signal(range(g.max_events + 1))
+        base = Signal(range(g.weight_depth + n_in))     # b * n_in
+        blk = Signal(range(T * NB + 1))                 # t * NB + b
+        t_n, b_n, e_n = Signal.like(t), Signal.like(b), Signal.like(e)
+        lo_n, hi_n, base_n, blk_n = Signal.like(lo), Signal.like(hi), Signal.like(base), Signal.like(blk)
+        state_n = Signal.like(state)
+
+        # stage C registers
+        c_valid, c_ev = Signal(name="c_valid"), Signal(name="c_ev")
+        c_first, c_last = Signal(name="c_first"), Signal(name="c_last")
+        c_jlow = Signal(lb)
+        c_b = Signal.like(b)
+        c_t = Signal.like(t)
+        c_blk = Signal.like(blk)
+        c_waddr = Signal(ubits(g.weight_depth))
+        acc = [Signal(signed(self.current_bits), name=f"acc{q}") for q in range(P)]
+        # stage D registers
+        d_valid = Signal()
+        d_cur = [Signal(signed(self.current_bits), name=f"d_cur{q}") for q in range(P)]
+        d_b = Signal.like(b)
+        d_t = Signal.like(t)
+        d_blk = Signal.like(blk)
+        # forwarding of the previous D write
+        f_valid = Signal()
+        f_b = Signal.like(b)
+        f_h = [Signal(signed(mb), name=f"f_h{q}") for q in range(P)]
+        f_cnt = [Signal(cb, name=f"f_cnt{q}") for q in range(P)]
+
+        j = self.ev_addr_rdata
+        empty = lo == hi
+        last_ev = empty | (e == hi - 1)
+        running = state == 3
+
+        m.d.comb += [
+            t_n.eq(t), b_n.eq(b), e_n.eq(e), lo_n.eq(lo), hi_n.eq(hi), base_n.eq(base),
+            blk_n.eq(blk), state_n.eq(state),
+        ]
+        with m.If(~stall):
+            with m.Switch(state):
+                with m.Case(0):
+                    with m.If(self.start):
+                        m.d.comb += state_n.eq(1)
+                with m.Case(1):
+                    m.d.comb += [lo_n.eq(self.ev_start_rdata), state_n.eq(2)]
+                with m.Case(2):
+                    m.d.comb += [hi_n.eq(self.ev_start_rdata), e_n.eq(lo), t_n.eq(0), b_n.eq(0),
+                                 base_n.eq(0), blk_n.eq(0), state_n.eq(3)]
+                with m.Case(3):
+                    with m.If(last_ev):
+                        m.d.comb += blk_n.eq(blk + 1)
+                        with m.If(b == NB - 1):
+                            with m.If(t == T - 1):
+                                m.d.comb += state_n.eq(0)
+                            with m.Else():
+                                # next timestep: lo = hi, hi = ev_start[t+2] (on rdata)
+                                m.d.comb += [t_n.eq(t + 1), b_n.eq(0), base_n.eq(0), lo_n.eq(hi),
+                                             hi_n.eq(self.ev_start_rdata), e_n.eq(hi)]
+                        with m.Else():
+                            m.d.comb += [b_n.eq(b + 1), base_n.eq(base + n_in), e_n.eq(lo)]
+                    with m.Else():
+                        m.d.comb += e_n.eq(e + 1)
+        m.d.sync += [t.eq(t_n), b.eq(b_n), e.eq(e_n), lo.eq(lo_n), hi.eq(hi_n), base.eq(base_n),
+                     blk.eq(blk_n), state.eq(state_n)]
+
+        # memory read addresses from the next cursor (held while stalled, as the cursor is)
+        sa = Signal(range(T + 3))
+        m.d.comb += [
+            sa.eq(Mux(state_n == 1, 0, Mux(state_n == 2, 1, t_n + 2))),
+            self.ev_start_raddr.eq(Mux(sa > T, T, sa)),
+            self.ev_addr_raddr.eq(Mux(e_n >= g.max_events, 0, e_n)),
+        ]
+        wa = Signal(ubits(g.weight_depth))
+        m.d.comb += wa.eq(Mux(stall, c_waddr, base + j))
+        for k in range(P):
+            m.d.comb += self.w_raddr[k].eq(wa)
+
+        # ---------------------------------------------------------------- stage A -> C
+        lanes_b = Mux(b == NB - 1, last_lanes, P)
+        with m.If(~stall):
+            m.d.sync += [
+                c_valid.eq(running),
+                c_ev.eq(running & ~empty),
+                c_first.eq(e == lo),
+                c_last.eq(last_ev),
+                c_jlow.eq(j if P > 1 else 0),
+                c_b.eq(b), c_t.eq(t), c_blk.eq(blk),
+                c_waddr.eq(base + j),
+            ]
+            with m.If(running & ~empty):
+                m.d.sync += self.work.eq(self.work + lanes_b)
+
+        # ----------------------------------------------------------------------- stage C
+        w_arr = Array(self.w_rdata)
+        acc_new = []
+        for q in range(P):
+            wl = Signal(signed(a.weight_bits), name=f"wl{q}")
+            if P > 1:
+                m.d.comb += wl.eq(w_arr[(Const(q, lb + 1) + c_jlow)[:lb]])
+            else:
+                m.d.comb += wl.eq(self.w_rdata[0])
+            an = Signal(signed(self.current_bits), name=f"acc_new{q}")
+            m.d.comb += an.eq(Mux(c_first, 0, acc[q]) + Mux(c_ev, wl, 0))
+            acc_new.append(an)
+        with m.If(~stall):
+            with m.If(c_valid):
+                m.d.sync += [acc[q].eq(acc_new[q]) for q in range(P)]
+            m.d.sync += d_valid.eq(c_valid & c_last)
+            with m.If(c_valid & c_last):
+                m.d.sync += [d_cur[q].eq(acc_new[q]) for q in range(P)]
+                m.d.sync += [d_b.eq(c_b), d_t.eq(c_t), d_blk.eq(c_blk)]
+        rb = Signal.like(b)
+        m.d.comb += rb.eq(Mux(stall, d_b, c_b))
+        for q in range(P):
+            m.d.comb += [h_rd[q].addr.eq(rb), self.cnt_raddr[q].eq(rb)]
+
+        # ----------------------------------------------------------------------- stage D
+        fwd = f_valid & (f_b == d_b)
+        lane_en = Signal(P)
+        m.d.comb += lane_en.eq(Mux(d_b == NB - 1, last_mask, all_mask))
+        cnt_new = []
+        for q in range(P):
+            h_in = Mux(d_t == 0, 0, Mux(fwd, f_h[q], h_rd[q].data))
+            c_in = Mux(d_t == 0, 0, Mux(fwd, f_cnt[q], self.cnt_rdata[q]))
+            cn = Signal(cb, name=f"cnt_new{q}")
+            m.d.comb += [
+                lif.h[q].eq(h_in),
+                lif.current[q].eq(d_cur[q]),
+                cn.eq(c_in + lif.spikes[q]),
+            ]
+            cnt_new.append(cn)
+        m.d.comb += lif.lane_en.eq(lane_en)
+
+        wr = d_valid & ~stall
+        for q in range(P):
+            m.d.comb += [
+                h_wr[q].addr.eq(d_b), h_wr[q].data.eq(lif.h_next[q]), h_wr[q].en.eq(wr),
+                self.h_waddr[q].eq(d_b), self.h_wdata[q].eq(lif.h_next[q]),
+                self.h_we[q].eq(wr & lane_en[q]),
+                self.cnt_waddr[q].eq(d_b), self.cnt_wdata[q].eq(cnt_new[q]),
+                self.cnt_we[q].eq(wr & lane_en[q]),
+            ]
+        m.d.comb += [
+            self.s_waddr.eq(d_blk), self.s_wdata.eq(lif.spikes), self.s_we.eq(wr),
+            self.m_waddr.eq(d_blk), self.m_wdata.eq(lif.mask), self.m_we.eq(wr),
+        ]
+        with m.If(~stall):
+            m.d.sync += [f_valid.eq(d_valid), f_b.eq(d_b)]
+            m.d.sync += [f_h[q].eq(lif.h_next[q]) for q in range(P)]
+            m.d.sync += [f_cnt[q].eq(cnt_new[q]) for q in range(P)]
+
+        # spike words
+        m.d.comb += [
+            self.spikes.valid.eq(d_valid & (lif.spikes != 0)),
+            self.spikes.payload.t.eq(d_t),
+            self.spikes.payload.b.eq(d_b),
+            self.spikes.payload.spikes.eq(lif.spikes),
+            stall.eq(self.spikes.valid & ~self.spikes.ready),
+        ]
+
+        # ------------------------------------------------------------ status, counters
+        busy = Signal()
+        m.d.comb += [busy.eq((state != 0) | c_valid | d_valid), self.busy.eq(busy)]
+        m.d.sync += self.done.eq(wr & (d_blk == T * NB - 1))
+        with m.If((state == 0) & self.start & ~busy):
+            m.d.sync += [self.cycles.eq(0), self.work.eq(0), self.stalls.eq(0)]
+        with m.Elif(busy):
+            with m.If(stall):
+                m.d.sync += self.stalls.eq(self.stalls + 1)
+            with m.Else():
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+        return m
