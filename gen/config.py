@@ -131,7 +131,7 @@ class ArithmeticConfig:
     #: Output loss gradient: ds = (count - target) << loss_shift.
     loss_shift: int = 4
     #: Learning rate 2**-lr_shift: W <- sat(W - round(G >> lr_shift)).
-    lr_shift: int = 6
+    lr_shift: int = 8
     #: Rounding of the weight update: "nearest" (half up) or "stochastic" (xorshift32).
     rounding: str = "nearest"
     #: Seed of the per-neuron xorshift32 streams used by stochastic rounding.
