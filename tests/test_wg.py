@@ -345,30 +345,42 @@ def gap(rng: random.Random) -> int:
 
 
 async def bp_side(dut, sb: Scoreboard, geom: CoreGeometry, ew_fields, lists_t, rng: random.Random):
-    """BP of one sample: t = T-1..0, fill buffer t & 1 (once released), present ``lists``."""
+    """BP of one sample, t = T-1..0: a writer fills buffer ``t & 1`` as soon as WG released
+    it (so it runs up to two timesteps ahead of WG, as BP's dv unit does), a presenter offers
+    ``lists`` of each written ``t`` in order."""
     P, NB, T = geom.lanes, geom.blocks, geom.timesteps
     tb, lw = ubits(T), ubits(NB + 1)
     bw, dvw = ew_fields
-    for t in reversed(range(T)):
-        lists = lists_t[t]
-        buf = t & 1
-        while buf in sb.in_use:
+    written = []
+
+    async def writer():
+        for t in reversed(range(T)):
+            lists = lists_t[t]
+            buf = t & 1
+            while buf in sb.in_use:
+                await RisingEdge(dut.clk)
+            sb.in_use.append(buf)
+            await wait_cycles(dut, gap(rng))
+            lens = [len(l) for l in lists]
+            for c in range(max(lens)):
+                we, word = 0, 0
+                for q in range(P):
+                    if c < lens[q]:
+                        b, dv = lists[q][c]
+                        we |= 1 << q
+                        word |= pack([(b, bw), (dv, dvw)]) << (q * (bw + dvw))
+                dut.dvl_waddr.value = buf * NB + c
+                dut.dvl_wdata.value = word
+                dut.dvl_we.value = we
+                await RisingEdge(dut.clk)
+            dut.dvl_we.value = 0
+            written.append((t, lens))
+
+    wtask = cocotb.start_soon(writer())
+    for k in range(T):
+        while len(written) <= k:
             await RisingEdge(dut.clk)
-        sb.in_use.append(buf)
-        await wait_cycles(dut, gap(rng))
-        lens = [len(l) for l in lists]
-        for c in range(max(lens)):
-            we, word = 0, 0
-            for q in range(P):
-                if c < lens[q]:
-                    b, dv = lists[q][c]
-                    we |= 1 << q
-                    word |= pack([(b, bw), (dv, dvw)]) << (q * (bw + dvw))
-            dut.dvl_waddr.value = buf * NB + c
-            dut.dvl_wdata.value = word
-            dut.dvl_we.value = we
-            await RisingEdge(dut.clk)
-        dut.dvl_we.value = 0
+        t, lens = written[k]
         await wait_cycles(dut, gap(rng))
         dut.lists__payload.value = pack([(t, tb)] + [(n, lw) for n in lens])
         dut.lists__valid.value = 1
@@ -376,6 +388,7 @@ async def bp_side(dut, sb: Scoreboard, geom: CoreGeometry, ew_fields, lists_t, r
         while sb.accepted == acc0:
             await RisingEdge(dut.clk)
         dut.lists__valid.value = 0
+    await wtask
 
 
 async def host_load_weights(dut, geom: CoreGeometry, wb: int, w: torch.Tensor):
