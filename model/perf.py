@@ -76,3 +76,59 @@ def fp_work(events_per_t, n_neurons: int) -> int:
 def fp_dense_cycles(n_in: int, n_neurons: int, lanes: int, timesteps: int) -> int:
     """Cycles of the same FP schedule if every input spiked at every timestep."""
     return fp_cycles([n_in] * timesteps, n_neurons, lanes)
+
+
+# ------------------------------------------------------------------------------ BP engine
+def bp_nnz(dv) -> list[int]:
+    """Non-zero dv per timestep of one sample: ``dv`` is ``(T, N)`` (values or a 0/1 mask)."""
+    return [sum(1 for v in row if int(v) != 0) for row in dv]
+
+
+def bp_cycles(n_blocks: int, col_blocks: int, nnz_per_t, release_delay: int = 1) -> int:
+    """Cycles of the BP engine for one sample (``BPEngine.cycles`` after ``start``).
+
+    ``n_blocks`` = NB = ceil(N/P), ``col_blocks`` = JB = ceil(n_in/P), ``nnz_per_t[t]`` the
+    number of non-zero dv of timestep ``t``. Assumes the WG side accepts ``lists`` as soon
+    as they are valid and pulses ``release`` ``release_delay`` (>= 1) cycles after the
+    acceptance, and that ``err`` is always ready.
+
+    The engine has two units that overlap (rtl/bp.py): the dv unit issues one block per
+    cycle, ``NB`` cycles per timestep; the lists of ``t`` are complete (``lists`` valid,
+    error unit may begin) at ``R(t) = D(t) + NB + 1`` with ``D(t)`` its first issue. The dv
+    unit begins ``t`` once it issued ``t+1``, buffer ``t & 1`` was released by WG
+    (visible ``release_delay + 1`` cycles after WG accepted ``t+2``) and the error unit is
+    done with ``t+2`` (it shares the double-buffered shadow lists). The error unit takes
+    ``JB * nnz(t)`` cycles for a ``t`` with non-zero dv (one dv per cycle per column
+    block), 1 cycle to skip one without. The last error word leaves 4 cycles after its
+    last issue; ``busy`` falls one cycle after everything is finished.
+    """
+    NB, JB = int(n_blocks), int(col_blocks)
+    T = len(nnz_per_t)
+    if T < 1 or NB < 1 or JB < 1:
+        raise ValueError(f"bp_cycles: need T, NB, JB >= 1, got {T}, {NB}, {JB}")
+    if release_delay < 1:
+        raise ValueError(f"bp_cycles: release_delay={release_delay} must be >= 1")
+    D, A, Eend = {}, {}, {T: 0}
+    A[T] = -1
+    last_issue = None
+    for t in reversed(range(T)):
+        d = 0 if t == T - 1 else D[t + 1] + NB
+        if t <= T - 3:
+            d = max(d, A[t + 2] + release_delay + 1, Eend[t + 2])
+        D[t] = d
+        R = d + NB + 1
+        A[t] = max(R, A[t + 1] + 1)
+        E = max(R, Eend[t + 1])
+        n = JB * int(nnz_per_t[t])
+        Eend[t] = E + max(1, n)
+        if n:
+            last_issue = E + n - 1
+    finish = max(A[0] + 1, Eend[0])
+    if last_issue is not None:
+        finish = max(finish, last_issue + 5)
+    return finish + 1
+
+
+def bp_work(n_in: int, nnz_per_t) -> int:
+    """Useful multiply-accumulates of one sample: ``nnz(dv) * n_in``."""
+    return int(n_in) * sum(int(x) for x in nnz_per_t)

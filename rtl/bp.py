@@ -1,0 +1,449 @@
+"""The BP (back-propagation) engine: membrane gradients dv and the error W^T dv of one core.
+
+Per sample it walks ``t = T-1 .. 0`` (docs/core.md, "Engines", BP), exactly
+:meth:`spikeforge.model.snn.FixedPointSNN.backward_layer`:
+
+*dv phase* (one block of ``P`` neurons per cycle)::
+
+    dv = sat(M*ds + (1 - S) * (d - (d >> k)), dv_bits)     d = dv of t+1 (0 at t = T-1)
+    ds = sat((count - target) << loss_shift, error_bits)    output layer (target_count for
+                                                            the label neuron, else 0)
+    ds = stored error from above                            hidden layer
+
+Every block's dv is written to a private dv memory (P lane banks, address ``b``) and shown on
+``dvw`` (valid, t, b, dv[P]); the non-zero ones are appended to the per-lane dv lists of the
+WG engine (shared memory, double buffer ``t & 1``, address ``(t & 1) * NB + position``, entry
+``{b, dv}``) and to a private shadow copy that the error phase reads.
+
+*error phase* (only for a ``t`` with a non-zero dv): per column block ``jb``, ``P``
+full-width accumulators sum ``W[i, jb*P + c] * dv_i`` over the non-zero dv of ``t``, one dv
+per cycle, read as row slices of the skewed weight banks (bank ``(i + j) mod P``: lane ``c``
+takes bank ``(c + i) mod P``), ``P`` multipliers; then the word ``{t, jb, e[P]}`` goes out on
+the ``err`` stream (``weight_bits + dv_bits + bits(N)`` wide, never rounded; lanes past
+``n_in`` are 0).
+
+Schedule: the dv phase and the error phase are two units that overlap. The dv phase of
+``t-1`` runs while the error phase of ``t`` is in progress (the shadow lists are double
+buffered like the WG lists); the error phase of ``t-1`` follows that of ``t`` with no gap.
+A timestep whose dv are all zero costs one cycle of the error unit and emits no word.
+The exact cycle count is :func:`spikeforge.model.perf.bp_cycles`.
+
+Handshake with WG (conventions in docs/core.md): ``lists`` (payload ``{t, len[P]}``) is
+valid once the lists of ``t`` are complete, in the order ``T-1 .. 0``, also for a ``t`` whose
+lists are empty; ``release`` (a 1-cycle pulse from WG) frees the oldest accepted buffer.
+The dv phase of ``t`` waits until buffer ``t & 1`` is released (both are free at ``start``).
+
+Backpressure: while an error word is valid and ``err.ready`` is low the error unit stalls
+(the dv unit goes on). The weight read address then repeats the last one, so the shared
+weight banks need no read enable.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from . import arith
+from .geometry import CoreGeometry
+
+__all__ = ["BPEngine", "dv_entry_layout", "lists_layout", "err_layout", "error_width",
+           "count_bits"]
+
+
+def _ubits(n: int) -> int:
+    """Unsigned width that holds ``0 .. n-1`` (at least 1 bit)."""
+    return max(1, (n - 1).bit_length())
+
+
+def count_bits(timesteps: int) -> int:
+    """Width of a spike count ``0 .. T`` (unsigned; same as the FP engine's)."""
+    return max(1, timesteps.bit_length())
+
+
+def error_width(cfg, geom: CoreGeometry) -> int:
+    """Signed width of an error partial sum ``e``: ``weight_bits + dv_bits + bits(N)``."""
+    a = cfg.arithmetic
+    return a.weight_bits + a.dv_bits + geom.n_neurons.bit_length()
+
+
+def dv_entry_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
+    """One entry of a per-lane dv list: block ``b`` (neuron ``b*P + lane``) and its ``dv``."""
+    return data.StructLayout({"b": unsigned(_ubits(geom.blocks)),
+                              "dv": signed(cfg.arithmetic.dv_bits)})
+
+
+def lists_layout(geom: CoreGeometry) -> data.StructLayout:
+    """Payload of the ``lists`` stream: timestep and the length of each lane's list."""
+    return data.StructLayout({"t": unsigned(_ubits(geom.timesteps)),
+                              "len": data.ArrayLayout(unsigned(_ubits(geom.blocks + 1)),
+                                                      geom.lanes)})
+
+
+def err_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
+    """Payload of the ``err`` stream: ``e[c] = sum_i W[i, jb*P + c] * dv_i[t]``."""
+    return data.StructLayout({"t": unsigned(_ubits(geom.timesteps)),
+                              "jb": unsigned(_ubits(geom.col_blocks)),
+                              "e": data.ArrayLayout(signed(error_width(cfg, geom)), geom.lanes)})
+
+
+def dvw_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
+    """The ``dvw`` observation port: one block's dv as it is written."""
+    return data.StructLayout({"valid": 1, "t": unsigned(_ubits(geom.timesteps)),
+                              "b": unsigned(_ubits(geom.blocks)),
+                              "dv": data.ArrayLayout(signed(cfg.arithmetic.dv_bits), geom.lanes)})
+
+
+class BPEngine(wiring.Component):
+    """BP engine of one core (see the module docstring).
+
+    Ports (``P`` = lanes; memories are synchronous: data the cycle after the address):
+
+    * control: ``start`` (In), ``busy``, ``done`` (1-cycle pulse), ``cycles``, ``work`` (Out 32);
+      ``work`` counts multiply-accumulates on real columns: ``nnz(dv) * n_in``.
+    * output layer only: ``label`` (In; a value >= N means no label neuron on this core),
+      ``cnt_raddr[P]`` / ``cnt_rdata[P]`` (spike counts, lane banks, address ``b``).
+    * hidden layer only: ``ds_raddr[P]`` / ``ds_rdata[P]`` (error from above, address ``t*NB+b``).
+    * ``s_raddr`` / ``s_rdata``, ``m_raddr`` / ``m_rdata``: spike and surrogate-mask history,
+      one ``P``-bit word per address ``t*NB + b`` (bit ``q`` = lane ``q``).
+    * ``w_raddr[P]`` / ``w_rdata[P]``: weight banks (skewed layout, depth ``NB*n_in``).
+    * ``dvl_waddr[P]``, ``dvl_wdata[P]`` (:func:`dv_entry_layout`), ``dvl_we[P]``: the WG dv
+      lists, depth ``2*NB`` per lane bank; ``lists`` (Out stream, :func:`lists_layout`),
+      ``release`` (In).
+    * ``err`` (Out stream, :func:`err_layout`); ``dvw`` (Out, :func:`dvw_layout`).
+    """
+
+    def __init__(self, cfg, geom: CoreGeometry):
+        try:
+            self._validate(cfg, geom)
+        except (TypeError, ValueError):
+            self._MustUse__used = True          # no "created but never used" warning
+            raise
+        self.cfg, self.geom = cfg, geom
+        a = cfg.arithmetic
+        P, NB, T = geom.lanes, geom.blocks, geom.timesteps
+        members = {
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "cycles": Out(32), "work": Out(32),
+            "s_raddr": Out(unsigned(_ubits(T * NB))), "s_rdata": In(P),
+            "m_raddr": Out(unsigned(_ubits(T * NB))), "m_rdata": In(P),
+            "w_raddr": Out(unsigned(_ubits(geom.weight_depth))).array(P),
+            "w_rdata": In(signed(a.weight_bits)).array(P),
+            "dvl_waddr": Out(unsigned(_ubits(2 * NB))).array(P),
+            "dvl_wdata": Out(dv_entry_layout(cfg, geom)).array(P),
+            "dvl_we": Out(1).array(P),
+            "lists": Out(stream.Signature(lists_layout(geom))),
+            "release": In(1),
+            "err": Out(stream.Signature(err_layout(cfg, geom))),
+            "dvw": Out(dvw_layout(cfg, geom)),
+        }
+        if geom.output_layer:
+            members["label"] = In(unsigned(max(1, geom.n_neurons.bit_length())))
+            members["cnt_raddr"] = Out(unsigned(_ubits(NB))).array(P)
+            members["cnt_rdata"] = In(unsigned(count_bits(T))).array(P)
+        else:
+            members["ds_raddr"] = Out(unsigned(_ubits(T * NB))).array(P)
+            members["ds_rdata"] = In(signed(a.error_bits)).array(P)
+        super().__init__(members)
+
+    @staticmethod
+    def _validate(cfg, geom) -> None:
+        if not isinstance(geom, CoreGeometry):
+            raise TypeError(f"BPEngine: geometry must be a CoreGeometry, got {type(geom).__name__}")
+        if cfg.hardware.lanes != geom.lanes:
+            raise ValueError(f"BPEngine: geometry has lanes={geom.lanes} but the config has "
+                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
+        if geom.timesteps != cfg.network.timesteps:
+            raise ValueError(f"BPEngine: geometry has timesteps={geom.timesteps} but the config "
+                             f"has network.timesteps={cfg.network.timesteps}; they must agree")
+        if geom.output_layer and cfg.target_count > geom.timesteps:
+            raise ValueError(f"BPEngine: train.target_count={cfg.target_count} exceeds "
+                             f"timesteps={geom.timesteps}")
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g = self.cfg, self.geom
+        a, nc = cfg.arithmetic, cfg.neuron
+        P, NB, JB, T, N, n_in = g.lanes, g.blocks, g.col_blocks, g.timesteps, g.n_neurons, g.n_in
+        lp = P.bit_length() - 1                      # log2(P)
+        dvb = a.dv_bits
+        ew = error_width(cfg, g)
+        tw, bw, jw = _ubits(T), _ubits(NB), _ubits(JB)
+        lw = NB.bit_length()
+        rw = _ubits(g.weight_depth)                  # row base b*n_in of the weight banks
+        hw = _ubits(T * NB)
+
+        # ------------------------------------------------------------------ control state
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+        m.d.sync += self.done.eq(0)
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        free = Signal(2)        # WG list buffer released (BP may write it)
+        rel_ptr = Signal()      # buffer the next release frees (oldest accepted)
+        sbusy = Signal(2)       # shadow buffer holds lists the error unit has not finished
+        pend = Signal(2)        # lists of the buffer complete, not yet accepted by WG
+        rdy = Signal(2)         # lists of the buffer complete, error unit not yet begun
+        len_reg = [[Signal(lw, name=f"len{k}_{q}") for q in range(P)] for k in range(2)]
+
+        # ----------------------------------------------------------------- memories (private)
+        # (depth >= 2: a depth-1 memory has a 0-bit address, which lints as [-1:0])
+        dvmem = [Memory(shape=signed(dvb), depth=max(NB, 2), init=[]) for _ in range(P)]
+        shw = rw + dvb                               # shadow entry: {rowbase, dv}
+        shadow = [Memory(shape=unsigned(shw), depth=2 * NB, init=[]) for _ in range(P)]
+        dv_wp, dv_rp, sh_wp, sh_rp = [], [], [], []
+        for q in range(P):
+            m.submodules[f"dvmem{q}"] = dvmem[q]
+            m.submodules[f"shadow{q}"] = shadow[q]
+            wp = dvmem[q].write_port()
+            dv_wp.append(wp)
+            dv_rp.append(dvmem[q].read_port(transparent_for=(wp,)))
+            sh_wp.append(shadow[q].write_port())
+            sh_rp.append(shadow[q].read_port())
+
+        # ================================================================== dv unit: issue
+        dv_left = Signal()                      # timesteps left to issue
+        dv_t = Signal(tw)
+        dv_b = Signal(bw)
+        dv_row = Signal(rw)                     # dv_b * n_in
+        dv_h = Signal(hw)                       # dv_t * NB
+        buf = dv_t[0]
+        can_begin = dv_left & (dv_b == 0) & free.bit_select(buf, 1) & ~sbusy.bit_select(buf, 1)
+        issue = Signal()
+        m.d.comb += issue.eq((dv_left & (dv_b != 0)) | can_begin)
+
+        haddr = dv_h + dv_b
+        m.d.comb += [self.s_raddr.eq(haddr), self.m_raddr.eq(haddr)]
+        for q in range(P):
+            m.d.comb += dv_rp[q].addr.eq(dv_b)
+            if g.output_layer:
+                m.d.comb += self.cnt_raddr[q].eq(dv_b)
+            else:
+                m.d.comb += self.ds_raddr[q].eq(haddr)
+
+        # stage 1 (data of the issued block)
+        v1, t1, b1, row1, last1, tlast1 = (Signal(name="v1"), Signal(tw, name="t1"),
+                                           Signal(bw, name="b1"), Signal(rw, name="row1"),
+                                           Signal(name="last1"), Signal(name="tlast1"))
+        m.d.sync += [v1.eq(issue), t1.eq(dv_t), b1.eq(dv_b), row1.eq(dv_row),
+                     last1.eq(dv_b == NB - 1), tlast1.eq(dv_t == T - 1)]
+        with m.If(issue):
+            with m.If(dv_b == 0):
+                m.d.sync += [free.bit_select(buf, 1).eq(0), sbusy.bit_select(buf, 1).eq(1)]
+            with m.If(dv_b == NB - 1):
+                m.d.sync += [dv_b.eq(0), dv_row.eq(0), dv_t.eq(dv_t - 1), dv_h.eq(dv_h - NB)]
+                with m.If(dv_t == 0):
+                    m.d.sync += dv_left.eq(0)
+            with m.Else():
+                m.d.sync += [dv_b.eq(dv_b + 1), dv_row.eq(dv_row + n_in)]
+
+        # =============================================================== dv unit: compute
+        label_b = Signal(max(1, N.bit_length()))
+        label_q = Signal(max(1, lp))
+        buf1 = t1[0]
+        dvs = []
+        nz = []
+        lens_next = []
+        n_last = N - (NB - 1) * P                # real lanes of the last block
+        for q in range(P):
+            d = Mux(tlast1, 0, dv_rp[q].data)
+            if g.output_layer:
+                hit = (label_b == b1) & ((label_q == q) if P > 1 else 1)
+                target = Mux(hit, cfg.target_count, 0)
+                ds = arith.output_error(self.cnt_rdata[q], target, a.loss_shift, a.error_bits)
+            else:
+                ds = self.ds_rdata[q]
+            val = arith.sat(Mux(self.m_rdata[q], ds, 0)
+                            + Mux(self.s_rdata[q], 0, arith.leak(d, nc.leak_shift)), dvb)
+            if q >= n_last:                      # padding lane in the last block: dv = 0
+                val = Mux(b1 == NB - 1, 0, val)
+            dv = Signal(signed(dvb), name=f"dv{q}")
+            m.d.comb += dv.eq(val)
+            dvs.append(dv)
+            nzq = Signal(name=f"nz{q}")
+            m.d.comb += nzq.eq(dv != 0)
+            nz.append(nzq)
+            cur = Signal(lw, name=f"lcur{q}")
+            m.d.comb += cur.eq(Mux(b1 == 0, 0, Mux(buf1, len_reg[1][q], len_reg[0][q])))
+            addr = Mux(buf1, NB, 0) + cur
+            m.d.comb += [
+                dv_wp[q].addr.eq(b1), dv_wp[q].data.eq(dv), dv_wp[q].en.eq(v1),
+                self.dvl_waddr[q].eq(addr), self.dvl_we[q].eq(v1 & nzq),
+                self.dvl_wdata[q].b.eq(b1), self.dvl_wdata[q].dv.eq(dv),
+                sh_wp[q].addr.eq(addr), sh_wp[q].data.eq(Cat(row1, dv)), sh_wp[q].en.eq(v1 & nzq),
+                self.dvw.dv[q].eq(dv),
+            ]
+            lens_next.append(cur + nzq)
+            with m.If(v1):
+                with m.If(buf1):
+                    m.d.sync += len_reg[1][q].eq(cur + nzq)
+                with m.Else():
+                    m.d.sync += len_reg[0][q].eq(cur + nzq)
+        m.d.comb += [self.dvw.valid.eq(v1), self.dvw.t.eq(t1), self.dvw.b.eq(b1)]
+        with m.If(v1 & last1):
+            m.d.sync += [pend.bit_select(buf1, 1).eq(1), rdy.bit_select(buf1, 1).eq(1)]
+
+        # ============================================================ lists stream to WG
+        lst_left = Signal()
+        lst_t = Signal(tw)
+        lbuf = lst_t[0]
+        m.d.comb += [self.lists.valid.eq(lst_left & pend.bit_select(lbuf, 1)),
+                     self.lists.payload.t.eq(lst_t)]
+        for q in range(P):
+            m.d.comb += self.lists.payload.len[q].eq(Mux(lbuf, len_reg[1][q], len_reg[0][q]))
+        with m.If(self.lists.valid & self.lists.ready):
+            m.d.sync += [pend.bit_select(lbuf, 1).eq(0), lst_t.eq(lst_t - 1)]
+            with m.If(lst_t == 0):
+                m.d.sync += lst_left.eq(0)
+        with m.If(self.release):
+            m.d.sync += [free.bit_select(rel_ptr, 1).eq(1), rel_ptr.eq(~rel_ptr)]
+
+        # ============================================================ error unit: issue
+        out_valid = Signal()
+        stall = Signal()
+        m.d.comb += stall.eq(out_valid & ~self.err.ready)
+
+        err_left = Signal()
+        err_t = Signal(tw)
+        e_run = Signal()
+        e_jb = Signal(jw)
+        e_q = Signal(max(1, lp))
+        e_k = Signal(lw)
+        ebuf = err_t[0]
+        L = [Signal(lw, name=f"L{q}") for q in range(P)]
+        for q in range(P):
+            m.d.comb += L[q].eq(Mux(ebuf, len_reg[1][q], len_reg[0][q]))
+        ne = Cat(*[L[q] != 0 for q in range(P)])
+        first_lane = Signal(max(1, lp))
+        for q in reversed(range(P)):              # lowest non-empty lane
+            with m.If(ne[q]):
+                m.d.comb += first_lane.eq(q)
+        begin = ~e_run & err_left & rdy.bit_select(ebuf, 1)
+        cur_q = Signal(max(1, lp))
+        cur_k = Signal(lw)
+        cur_jb = Signal(jw)
+        m.d.comb += [cur_q.eq(Mux(e_run, e_q, first_lane)), cur_k.eq(Mux(e_run, e_k, 0)),
+                     cur_jb.eq(Mux(e_run, e_jb, 0))]
+        e_issue = Signal()
+        m.d.comb += e_issue.eq(~stall & (e_run | (begin & (ne != 0))))
+        skip = begin & (ne == 0)
+
+        # next non-empty lane after cur_q
+        has_next = Signal()
+        next_q = Signal(max(1, lp))
+        for q in reversed(range(1, P)):           # (lane 0 is never after cur_q)
+            with m.If(ne[q] & (q > cur_q)):
+                m.d.comb += [has_next.eq(1), next_q.eq(q)]
+        lane_end = Signal()
+        m.d.comb += lane_end.eq(cur_k + 1 == Array(L)[cur_q])
+        last_jb = Signal()
+        m.d.comb += last_jb.eq(lane_end & ~has_next)
+        first_jb = Signal()
+        m.d.comb += first_jb.eq((cur_q == first_lane) & (cur_k == 0))
+        last_t = last_jb & (cur_jb == JB - 1)
+
+        for q in range(P):
+            m.d.comb += [sh_rp[q].addr.eq(Mux(ebuf, NB, 0) + cur_k), sh_rp[q].en.eq(~stall)]
+
+        def end_of_t():
+            m.d.sync += [sbusy.bit_select(ebuf, 1).eq(0), err_t.eq(err_t - 1)]
+            with m.If(err_t == 0):
+                m.d.sync += err_left.eq(0)
+
+        with m.If(skip):
+            m.d.sync += rdy.bit_select(ebuf, 1).eq(0)
+            end_of_t()
+        with m.If(e_issue):
+            with m.If(~e_run):
+                m.d.sync += rdy.bit_select(ebuf, 1).eq(0)
+            with m.If(~lane_end):
+                m.d.sync += [e_k.eq(cur_k + 1), e_q.eq(cur_q), e_jb.eq(cur_jb)]
+            with m.Elif(has_next):
+                m.d.sync += [e_k.eq(0), e_q.eq(next_q), e_jb.eq(cur_jb)]
+            with m.Else():
+                m.d.sync += [e_k.eq(0), e_q.eq(first_lane), e_jb.eq(cur_jb + 1)]
+            with m.If(last_t):
+                m.d.sync += e_run.eq(0)
+                end_of_t()
+            with m.Else():
+                m.d.sync += e_run.eq(1)
+            last_cols = n_in - (JB - 1) * P
+            m.d.sync += self.work.eq(self.work + Mux(cur_jb == JB - 1, last_cols, P))
+
+        # stage E1: shadow entry -> weight row-slice addresses
+        ev1 = Signal()
+        eq1 = Signal(max(1, lp))
+        ejb1, et1 = Signal(jw), Signal(tw)
+        efirst1, elast1 = Signal(), Signal()
+        with m.If(~stall):
+            m.d.sync += [ev1.eq(e_issue), eq1.eq(cur_q), ejb1.eq(cur_jb), et1.eq(err_t),
+                         efirst1.eq(first_jb), elast1.eq(last_jb)]
+        entry = Array([sh_rp[q].data for q in range(P)])[eq1] if P > 1 else sh_rp[0].data
+        row_e = entry[:rw]
+        dv_e = entry[rw:].as_signed()
+        w_prev = [Signal(unsigned(_ubits(g.weight_depth)), name=f"w_prev{k}") for k in range(P)]
+        for k in range(P):                       # bank k holds column c = (k - q) mod P
+            c = Const(k, max(1, lp)) - eq1 if P > 1 else Const(0, 1)
+            j = Cat(c[:lp], ejb1) if P > 1 else ejb1
+            addr = Mux(j < n_in, row_e + j, row_e)
+            m.d.comb += self.w_raddr[k].eq(Mux(stall, w_prev[k], addr))
+            m.d.sync += w_prev[k].eq(self.w_raddr[k])
+
+        # stage E2: rotate the banks into column order, multiply
+        ev2 = Signal()
+        eq2 = Signal(max(1, lp))
+        ejb2, et2 = Signal(jw), Signal(tw)
+        efirst2, elast2 = Signal(), Signal()
+        edv2 = Signal(signed(dvb))
+        with m.If(~stall):
+            m.d.sync += [ev2.eq(ev1), eq2.eq(eq1), ejb2.eq(ejb1), et2.eq(et1),
+                         efirst2.eq(efirst1), elast2.eq(elast1), edv2.eq(dv_e)]
+        pw = a.weight_bits + dvb
+        prod3 = [Signal(signed(pw), name=f"prod{c}") for c in range(P)]
+        wbanks = Array(self.w_rdata)
+        ev3 = Signal()
+        ejb3, et3 = Signal(jw), Signal(tw)
+        efirst3, elast3 = Signal(), Signal()
+        with m.If(~stall):
+            m.d.sync += [ev3.eq(ev2), ejb3.eq(ejb2), et3.eq(et2),
+                         efirst3.eq(efirst2), elast3.eq(elast2)]
+            for c in range(P):
+                w = wbanks[(Const(c, max(1, lp)) + eq2)[:lp]] if P > 1 else self.w_rdata[0]
+                m.d.sync += prod3[c].eq(w * edv2)
+
+        # stage E3: accumulate; the last dv of a column block loads the output word
+        acc = [Signal(signed(ew), name=f"acc{c}") for c in range(P)]
+        with m.If(self.err.valid & self.err.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.comb += self.err.valid.eq(out_valid)
+        with m.If(~stall & ev3):
+            for c in range(P):
+                s = Mux(efirst3, 0, acc[c]) + prod3[c]
+                m.d.sync += acc[c].eq(s)
+                if c >= n_in - (JB - 1) * P:     # column past n_in in the last block: 0
+                    s = Mux(ejb3 == JB - 1, 0, s)
+                with m.If(elast3):
+                    m.d.sync += self.err.payload.e[c].eq(s)
+            with m.If(elast3):
+                m.d.sync += [out_valid.eq(1), self.err.payload.t.eq(et3),
+                             self.err.payload.jb.eq(ejb3)]
+
+        # ===================================================================== start / done
+        finished = ~dv_left & ~v1 & ~lst_left & ~err_left & ~e_run & ~ev1 & ~ev2 & ~ev3 & ~out_valid
+        with m.If(busy & finished):
+            m.d.sync += [busy.eq(0), self.done.eq(1)]
+        with m.If(self.start & ~busy):
+            m.d.sync += [
+                busy.eq(1), self.cycles.eq(0), self.work.eq(0),
+                free.eq(0b11), rel_ptr.eq((T - 1) & 1), sbusy.eq(0), pend.eq(0), rdy.eq(0),
+                dv_left.eq(1), dv_t.eq(T - 1), dv_b.eq(0), dv_row.eq(0), dv_h.eq((T - 1) * NB),
+                lst_left.eq(1), lst_t.eq(T - 1),
+                err_left.eq(1), err_t.eq(T - 1), e_run.eq(0), out_valid.eq(0),
+            ]
+            if g.output_layer:
+                m.d.sync += [label_b.eq(self.label >> lp)]
+                if P > 1:
+                    m.d.sync += label_q.eq(self.label[:lp])
+        return m
