@@ -132,3 +132,24 @@ def bp_cycles(n_blocks: int, col_blocks: int, nnz_per_t, release_delay: int = 1)
 def bp_work(n_in: int, nnz_per_t) -> int:
     """Useful multiply-accumulates of one sample: ``nnz(dv) * n_in``."""
     return int(n_in) * sum(int(x) for x in nnz_per_t)
+
+
+# ---------------------------------------------------------------------------- the Core
+def core_forward_cycles(events_per_t, n_neurons: int, lanes: int) -> int:
+    """Forward phase of the Core (``train``/``infer``): the FP engine plus one cycle to
+    start it and one to see its ``done``."""
+    return fp_cycles(events_per_t, n_neurons, lanes) + 2
+
+
+def core_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
+    """Update phase of the Core: the WG update plus one cycle to start it (WG's ``done`` is
+    seen in its last busy cycle)."""
+    return update_cycles(n_in, n_neurons, lanes) + 1
+
+
+def core_backward_cycles(bp_cycles: int, wg_cycles: int, wg_stalls: int) -> int:
+    """Backward phase of the Core from the engines' own counters: BP and WG start in the
+    same cycle; the phase ends when both are done. WG is busy for ``cycles + stalls``
+    (stalls: waiting for BP's lists) and shows ``done`` in its last busy cycle; BP shows
+    ``done`` the cycle after its last busy cycle."""
+    return max(bp_cycles + 1, wg_cycles + wg_stalls) + 1

@@ -108,6 +108,12 @@ def verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
         if ccache:
             env["OBJCACHE"] = ccache
     env.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big enough for
+    # a precompiled header fail to compile ("Vtop__pch.h.fast: linker input file not
+    # found"); a variable assignment in MAKEFLAGS acts like one on make's command line.
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
 
 

@@ -1,0 +1,450 @@
+"""The Core: shared memories, the FP, BP and WG engines, and the controller of one core.
+
+See docs/core.md. The core owns every memory the engines share -- weights ``W`` (``P``
+skewed banks), the input event list and its offsets, spike and surrogate-mask histories,
+spike counts, the BP -> WG dv lists and (hidden layers) the error from above -- and muxes
+their ports by phase: *forward* (FP), *backward* (BP and WG concurrently, on the
+double-buffered dv lists), *update* (WG), or *idle* (the host). Each memory has one read
+and one write port (one block RAM each on an FPGA).
+
+Host side (all ``amaranth.lib.stream``):
+
+* ``ev_in`` (In, :func:`event_layout`): input events ``{t, j, end}`` of one sample in
+  non-decreasing ``t``; an item with ``end = 1`` carries no event and closes the sample.
+  Accepted only while idle; the loader fills the ``ev_start`` table as it goes (one extra
+  cycle per timestep boundary).
+* ``cmd`` (In, :func:`cmd_layout`) / ``rsp`` (Out, :func:`rsp_layout`): one response per
+  command, ``status`` 0 = ok, 1 = unknown op, 2 = index out of range (nothing changed).
+  Ops (:data:`OPS`): ``write_w`` (W[i, j] = data), ``read_w``, ``write_rng`` /
+  ``read_rng`` (xorshift32 state of neuron i), ``set_label`` (data; >= N: no label on this
+  core), ``train`` (forward + backward of the loaded sample, gradients summed into ``G``),
+  ``infer`` (forward only), ``update`` (W -= round(G >> lr_shift), G = 0), ``read_counter``
+  (i = index in :data:`COUNTERS`), ``read_count`` (spike count of neuron i of the last
+  forward pass), ``status`` (data = phase). ``train``/``infer``/``update`` answer when done.
+* ``spikes_out`` (Out): the FP engine's non-zero spike words ``{t, b, spikes}``.
+* ``err_out`` (Out): the BP engine's error partial sums ``{t, jb, e[P]}``.
+* ``ds_in`` (In, hidden layers only): error from above ``{t, b, ds[P]}``, written while idle.
+
+Monitors (Out, for scoreboards): ``mon_s_*``/``mon_m_*`` (S/M history writes),
+``mon_cnt_*``, ``mon_h_*`` (FP), ``mon_dvw`` (BP's dv of every block), ``mon_g_*`` (WG's
+gradient writes), ``mon_w_*`` (weight write-backs of the update).
+
+Phase cycle counters (``model/perf.py``: ``core_forward_cycles``, ``core_update_cycles``):
+forward = ``fp_cycles + 2``, update = ``update_cycles + 2`` (one cycle to start the engine,
+one to see its ``done``); backward = from the start of BP and WG until both are done.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .bp import BPEngine, dvw_layout, err_layout
+from .fp import FPEngine, count_bits, spike_word_layout, ubits
+from .geometry import CoreGeometry
+from .wg import WGEngine, dv_entry_layout, dv_list_depth
+
+__all__ = ["Core", "OPS", "COUNTERS", "STATUS", "cmd_layout", "rsp_layout", "event_layout",
+           "ds_layout"]
+
+#: Command opcodes of the ``cmd`` stream.
+OPS = {"nop": 0, "write_w": 1, "read_w": 2, "write_rng": 3, "read_rng": 4, "set_label": 5,
+       "train": 6, "infer": 7, "update": 8, "read_counter": 9, "read_count": 10, "status": 11}
+#: Response status codes.
+STATUS = {"ok": 0, "bad_op": 1, "bad_index": 2}
+#: Counters readable with ``read_counter`` (index = position), latched at the end of a phase.
+COUNTERS = ("fwd_phase", "fp_cycles", "fp_work", "fp_stalls",
+            "bwd_phase", "bp_cycles", "bp_work", "wg_cycles", "wg_work", "wg_stalls",
+            "upd_phase", "upd_cycles", "upd_work", "samples")
+
+_IDX_BITS = 16
+
+
+def cmd_layout() -> data.StructLayout:
+    return data.StructLayout({"op": unsigned(4), "i": unsigned(_IDX_BITS), "j": unsigned(_IDX_BITS),
+                              "data": unsigned(32)})
+
+
+def rsp_layout() -> data.StructLayout:
+    return data.StructLayout({"status": unsigned(2), "data": unsigned(32)})
+
+
+def event_layout(geom: CoreGeometry) -> data.StructLayout:
+    return data.StructLayout({"t": unsigned(ubits(geom.timesteps)), "j": unsigned(ubits(geom.n_in)),
+                              "end": unsigned(1)})
+
+
+def ds_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
+    return data.StructLayout({"t": unsigned(ubits(geom.timesteps)), "b": unsigned(ubits(geom.blocks)),
+                              "ds": data.ArrayLayout(signed(cfg.arithmetic.error_bits), geom.lanes)})
+
+
+class Core(wiring.Component):
+    """One training core (see the module docstring)."""
+
+    def __init__(self, cfg, geom: CoreGeometry):
+        if not isinstance(geom, CoreGeometry):
+            raise TypeError(f"Core: geom must be a CoreGeometry, got {type(geom).__name__}")
+        if cfg.hardware.lanes != geom.lanes:
+            raise ValueError(f"Core: geometry has lanes={geom.lanes} but the config has "
+                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
+        if geom.timesteps != cfg.network.timesteps:
+            raise ValueError(f"Core: geometry has timesteps={geom.timesteps} but the config has "
+                             f"network.timesteps={cfg.network.timesteps}")
+        for name, v in (("n_in", geom.n_in), ("n_neurons", geom.n_neurons)):
+            if v >= 1 << _IDX_BITS:
+                raise ValueError(f"Core: {name}={v} does not fit the {_IDX_BITS}-bit command indices")
+        self.cfg, self.geom = cfg, geom
+        a = cfg.arithmetic
+        P, NB, T = geom.lanes, geom.blocks, geom.timesteps
+        depth = geom.weight_depth
+        members = {
+            "cmd": In(stream.Signature(cmd_layout())),
+            "rsp": Out(stream.Signature(rsp_layout())),
+            "ev_in": In(stream.Signature(event_layout(geom))),
+            "spikes_out": Out(stream.Signature(spike_word_layout(geom))),
+            "err_out": Out(stream.Signature(err_layout(cfg, geom))),
+            "busy": Out(1),
+            "phase": Out(2),
+            # monitors
+            "mon_s_waddr": Out(unsigned(ubits(T * NB))), "mon_s_wdata": Out(P), "mon_s_we": Out(1),
+            "mon_m_wdata": Out(P),
+            "mon_cnt_wdata": Out(count_bits(T)).array(P), "mon_cnt_we": Out(P),
+            "mon_h_wdata": Out(signed(a.membrane_bits)).array(P),
+            "mon_dvw": Out(dvw_layout(cfg, geom)),
+            "mon_g_waddr": Out(unsigned(ubits(depth))).array(P),
+            "mon_g_wdata": Out(signed(a.grad_bits)).array(P),
+            "mon_g_we": Out(P),
+            "mon_w_waddr": Out(unsigned(ubits(depth))).array(P),
+            "mon_w_wdata": Out(signed(a.weight_bits)).array(P),
+            "mon_w_we": Out(P),
+        }
+        if not geom.output_layer:
+            members["ds_in"] = In(stream.Signature(ds_layout(cfg, geom)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g = self.cfg, self.geom
+        a = cfg.arithmetic
+        P, NB, T, N, n_in = g.lanes, g.blocks, g.timesteps, g.n_neurons, g.n_in
+        depth = g.weight_depth
+        lp = P.bit_length() - 1
+        cb = count_bits(T)
+
+        m.submodules.fp = fp = FPEngine(cfg, g)
+        m.submodules.bp = bp = BPEngine(cfg, g)
+        m.submodules.wg = wg = WGEngine(cfg, g)
+
+        IDLE, FWD, BWD, UPD = 0, 1, 2, 3
+        phase = Signal(2)
+        m.d.comb += self.phase.eq(phase)
+
+        # --------------------------------------------------------------- host requests
+        h_w_raddr = Signal(ubits(depth))
+        h_w_waddr = Signal(ubits(depth))
+        h_w_wdata = Signal(signed(a.weight_bits))
+        h_w_we = Signal(P)
+        h_cnt_raddr = Signal(ubits(NB))
+
+        # ------------------------------------------------------------------- weights
+        w_rdata = []
+        for k in range(P):
+            mem = Memory(shape=signed(a.weight_bits), depth=depth, init=[])
+            m.submodules[f"w{k}"] = mem
+            rp, wp = mem.read_port(), mem.write_port()
+            m.d.comb += [
+                rp.addr.eq(Mux(phase == FWD, fp.w_raddr[k],
+                           Mux(phase == BWD, bp.w_raddr[k],
+                           Mux(phase == UPD, wg.w_raddr[k], h_w_raddr)))),
+                fp.w_rdata[k].eq(rp.data), bp.w_rdata[k].eq(rp.data), wg.w_rdata[k].eq(rp.data),
+                wp.addr.eq(Mux(phase == UPD, wg.w_waddr[k], h_w_waddr)),
+                wp.data.eq(Mux(phase == UPD, wg.w_wdata[k], h_w_wdata)),
+                wp.en.eq(Mux(phase == UPD, wg.w_we[k], h_w_we[k])),
+                self.mon_w_waddr[k].eq(wg.w_waddr[k]), self.mon_w_wdata[k].eq(wg.w_wdata[k]),
+                self.mon_w_we[k].eq((phase == UPD) & wg.w_we[k]),
+            ]
+            w_rdata.append(rp.data)
+
+        # ------------------------------------------------------------- input events
+        ev_mem = Memory(shape=unsigned(ubits(n_in)), depth=g.max_events, init=[])
+        st_mem = Memory(shape=unsigned(ubits(g.max_events + 1)), depth=T + 1, init=[0] * (T + 1))
+        m.submodules.ev_addr = ev_mem
+        m.submodules.ev_start = st_mem
+        ev_rp, ev_wp = ev_mem.read_port(), ev_mem.write_port()
+        st_rp, st_wp = st_mem.read_port(), st_mem.write_port()
+        m.d.comb += [
+            ev_rp.addr.eq(Mux(phase == FWD, fp.ev_addr_raddr, wg.ev_addr_raddr)),
+            fp.ev_addr_rdata.eq(ev_rp.data), wg.ev_addr_rdata.eq(ev_rp.data),
+            st_rp.addr.eq(Mux(phase == FWD, fp.ev_start_raddr, wg.ev_start_raddr)),
+            fp.ev_start_rdata.eq(st_rp.data), wg.ev_start_rdata.eq(st_rp.data),
+        ]
+        # loader: ev_start[0] = 0 always; on each timestep boundary write ev_start[t+1]
+        ld_t = Signal(range(T + 1))
+        ld_n = Signal(range(g.max_events + 1))
+        ld_fill = Signal()           # filling ev_start up to T after `end`
+        ev = self.ev_in.payload
+        idle_ok = Signal()
+        m.d.comb += [st_wp.addr.eq(ld_t + 1), st_wp.data.eq(ld_n), ev_wp.addr.eq(ld_n),
+                     ev_wp.data.eq(ev.j)]
+        with m.If(ld_fill):
+            m.d.comb += st_wp.en.eq(1)
+            m.d.sync += ld_t.eq(ld_t + 1)
+            with m.If(ld_t == T - 1):
+                m.d.sync += [ld_fill.eq(0), ld_t.eq(0), ld_n.eq(0)]
+        with m.Elif(self.ev_in.valid & idle_ok):
+            with m.If(ev.end):
+                m.d.comb += self.ev_in.ready.eq(1)
+                m.d.sync += ld_fill.eq(1)
+            with m.Elif(ev.t == ld_t):
+                m.d.comb += self.ev_in.ready.eq(1)
+                with m.If(ld_n < g.max_events):      # more events than T*n_in: dropped
+                    m.d.comb += ev_wp.en.eq(1)
+                    m.d.sync += ld_n.eq(ld_n + 1)
+            with m.Elif((ev.t > ld_t) & ((ld_t < T - 1) if T > 1 else Const(0))):
+                m.d.comb += st_wp.en.eq(1)
+                m.d.sync += ld_t.eq(ld_t + 1)
+            with m.Else():   # t went backwards or past T-1: dropped (the host broke the order)
+                m.d.comb += self.ev_in.ready.eq(1)
+
+        # ------------------------------------------------------------- S, M histories
+        for name in ("s", "m"):
+            mem = Memory(shape=P, depth=T * NB, init=[])
+            m.submodules[f"{name}_hist"] = mem
+            rp, wp = mem.read_port(), mem.write_port()
+            m.d.comb += [
+                wp.addr.eq(getattr(fp, f"{name}_waddr")), wp.data.eq(getattr(fp, f"{name}_wdata")),
+                wp.en.eq(getattr(fp, f"{name}_we")),
+                rp.addr.eq(getattr(bp, f"{name}_raddr")), getattr(bp, f"{name}_rdata").eq(rp.data),
+            ]
+        m.d.comb += [self.mon_s_waddr.eq(fp.s_waddr), self.mon_s_wdata.eq(fp.s_wdata),
+                     self.mon_s_we.eq(fp.s_we), self.mon_m_wdata.eq(fp.m_wdata)]
+
+        # ------------------------------------------------------------------- counts
+        cnt_rdata = []
+        for q in range(P):
+            mem = Memory(shape=cb, depth=NB, init=[])
+            m.submodules[f"cnt{q}"] = mem
+            rp, wp = mem.read_port(), mem.write_port()
+            raddr = fp.cnt_raddr[q] if not g.output_layer else Mux(phase == BWD, bp.cnt_raddr[q], fp.cnt_raddr[q])
+            m.d.comb += [
+                rp.addr.eq(Mux(phase == IDLE, h_cnt_raddr, raddr)),
+                fp.cnt_rdata[q].eq(rp.data),
+                wp.addr.eq(fp.cnt_waddr[q]), wp.data.eq(fp.cnt_wdata[q]), wp.en.eq(fp.cnt_we[q]),
+                self.mon_cnt_wdata[q].eq(fp.cnt_wdata[q]), self.mon_h_wdata[q].eq(fp.h_wdata[q]),
+            ]
+            if g.output_layer:
+                m.d.comb += bp.cnt_rdata[q].eq(rp.data)
+            cnt_rdata.append(rp.data)
+        m.d.comb += self.mon_cnt_we.eq(Cat(*fp.cnt_we))
+
+        # ---------------------------------------------------------- ds from above
+        if not g.output_layer:
+            dsp = self.ds_in.payload
+            m.d.comb += self.ds_in.ready.eq(idle_ok)
+            for q in range(P):
+                mem = Memory(shape=signed(a.error_bits), depth=T * NB, init=[])
+                m.submodules[f"ds{q}"] = mem
+                rp, wp = mem.read_port(), mem.write_port()
+                m.d.comb += [
+                    rp.addr.eq(bp.ds_raddr[q]), bp.ds_rdata[q].eq(rp.data),
+                    wp.addr.eq(dsp.t * NB + dsp.b), wp.data.eq(dsp.ds[q]),
+                    wp.en.eq(self.ds_in.valid & idle_ok),
+                ]
+
+        # ---------------------------------------------------------------- dv lists
+        for q in range(P):
+            mem = Memory(shape=dv_entry_layout(cfg, g), depth=dv_list_depth(g), init=[])
+            m.submodules[f"dvl{q}"] = mem
+            rp, wp = mem.read_port(), mem.write_port()
+            m.d.comb += [
+                wp.addr.eq(bp.dvl_waddr[q]), wp.data.eq(bp.dvl_wdata[q]), wp.en.eq(bp.dvl_we[q]),
+                rp.addr.eq(wg.dvl_raddr[q]), wg.dvl_rdata[q].eq(rp.data),
+            ]
+        wiring.connect(m, bp.lists, wg.lists)
+        m.d.comb += bp.release.eq(wg.release)
+
+        # ------------------------------------------------------- streams, monitors
+        wiring.connect(m, fp.spikes, wiring.flipped(self.spikes_out))
+        wiring.connect(m, bp.err, wiring.flipped(self.err_out))
+        m.d.comb += self.mon_dvw.eq(bp.dvw)
+        for k in range(P):
+            m.d.comb += [self.mon_g_waddr[k].eq(wg.g_waddr[k]), self.mon_g_wdata[k].eq(wg.g_wdata[k])]
+        m.d.comb += self.mon_g_we.eq(Cat(*wg.g_we))
+
+        # ------------------------------------------------------------- controller
+        label = Signal(unsigned(max(1, N.bit_length())), init=(1 << max(1, N.bit_length())) - 1)
+        if g.output_layer:
+            m.d.comb += bp.label.eq(label)
+        counters = {name: Signal(32, name=f"ctr_{name}") for name in COUNTERS}
+        phase_ctr = Signal(32)
+        bp_seen, wg_seen = Signal(), Signal()
+
+        cmd = self.cmd.payload
+        op = Signal(4)
+        ci = Signal(_IDX_BITS)
+        cj = Signal(_IDX_BITS)
+        cdata = Signal(32)
+        rsp_status = Signal(2)
+        rsp_data = Signal(32)
+        m.d.comb += [self.rsp.payload.status.eq(rsp_status), self.rsp.payload.data.eq(rsp_data)]
+
+        # decoded host addresses of the latched command
+        bank = Signal(max(1, lp))
+        m.d.comb += bank.eq((ci + cj)[:lp] if lp else 0)
+        waddr = Signal(ubits(depth) + 1)
+        m.d.comb += waddr.eq((ci >> lp) * n_in + cj)
+        lane = Signal(max(1, lp))
+        m.d.comb += lane.eq(ci[:lp] if lp else 0)
+        row_ok = ci < N
+        col_ok = cj < n_in
+
+        m.d.comb += [
+            h_w_raddr.eq(waddr), h_w_waddr.eq(waddr), h_w_wdata.eq(cdata),
+            h_cnt_raddr.eq(ci >> lp),
+            wg.rng_raddr.eq(ci >> lp), wg.rng_waddr.eq(ci >> lp),
+        ]
+        for q in range(P):
+            m.d.comb += wg.rng_wdata[q].eq(cdata)
+
+        busy = Signal()
+        m.d.comb += [self.busy.eq(busy), idle_ok.eq(~busy & (phase == IDLE))]
+
+        def respond(status, value=0):
+            return [rsp_status.eq(status), rsp_data.eq(value)]
+
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(~ld_fill)
+                with m.If(self.cmd.valid & ~ld_fill):
+                    m.d.sync += [op.eq(cmd.op), ci.eq(cmd.i), cj.eq(cmd.j), cdata.eq(cmd.data)]
+                    m.next = "EXEC"
+            with m.State("EXEC"):
+                m.d.comb += busy.eq(1)
+                with m.Switch(op):
+                    with m.Case(OPS["nop"]):
+                        m.d.sync += respond(STATUS["ok"])
+                        m.next = "RSP"
+                    with m.Case(OPS["write_w"]):
+                        with m.If(row_ok & col_ok):
+                            m.d.comb += h_w_we.eq(1 << bank)
+                            m.d.sync += respond(STATUS["ok"])
+                        with m.Else():
+                            m.d.sync += respond(STATUS["bad_index"])
+                        m.next = "RSP"
+                    with m.Case(OPS["read_w"], OPS["write_rng"], OPS["read_rng"], OPS["read_count"]):
+                        with m.If(Mux(op == OPS["read_w"], row_ok & col_ok, row_ok)):
+                            with m.If(op == OPS["write_rng"]):
+                                m.d.comb += [wg.rng_we[q].eq(lane == q) for q in range(P)]
+                            m.next = "READ"
+                        with m.Else():
+                            m.d.sync += respond(STATUS["bad_index"])
+                            m.next = "RSP"
+                    with m.Case(OPS["set_label"]):
+                        m.d.sync += [label.eq(Mux(cdata >= N, (1 << len(label)) - 1, cdata)),
+                                     *respond(STATUS["ok"])]
+                        m.next = "RSP"
+                    with m.Case(OPS["train"], OPS["infer"]):
+                        m.d.sync += [phase.eq(FWD), phase_ctr.eq(0)]
+                        m.next = "FWD_START"
+                    with m.Case(OPS["update"]):
+                        m.d.sync += [phase.eq(UPD), phase_ctr.eq(0)]
+                        m.next = "UPD_START"
+                    with m.Case(OPS["read_counter"]):
+                        arr = Array([counters[n] for n in COUNTERS])
+                        with m.If(ci < len(COUNTERS)):
+                            m.d.sync += respond(STATUS["ok"], arr[ci[:ubits(len(COUNTERS))]])
+                        with m.Else():
+                            m.d.sync += respond(STATUS["bad_index"])
+                        m.next = "RSP"
+                    with m.Case(OPS["status"]):
+                        m.d.sync += respond(STATUS["ok"], Cat(phase, ld_fill))
+                        m.next = "RSP"
+                    with m.Default():
+                        m.d.sync += respond(STATUS["bad_op"])
+                        m.next = "RSP"
+            with m.State("READ"):
+                # the synchronous read issued in EXEC is on the read ports now
+                m.d.comb += busy.eq(1)
+                wsel = Array(w_rdata)[bank] if P > 1 else w_rdata[0]
+                rsel = Array(wg.rng_rdata)[lane] if P > 1 else wg.rng_rdata[0]
+                csel = Array(cnt_rdata)[lane] if P > 1 else cnt_rdata[0]
+                with m.Switch(op):
+                    with m.Case(OPS["read_w"]):
+                        m.d.sync += respond(STATUS["ok"], wsel.as_signed())
+                    with m.Case(OPS["read_rng"]):
+                        m.d.sync += respond(STATUS["ok"], rsel)
+                    with m.Case(OPS["read_count"]):
+                        m.d.sync += respond(STATUS["ok"], csel)
+                    with m.Default():
+                        m.d.sync += respond(STATUS["ok"])
+                m.next = "RSP"
+            with m.State("RSP"):
+                m.d.comb += [busy.eq(1), self.rsp.valid.eq(1)]
+                with m.If(self.rsp.ready):
+                    m.next = "IDLE"
+            # ---------------------------------------------------------- forward
+            with m.State("FWD_START"):
+                m.d.comb += [busy.eq(1), fp.start.eq(1)]
+                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                m.next = "FWD_WAIT"
+            with m.State("FWD_WAIT"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                with m.If(fp.done):
+                    m.d.sync += [counters["fwd_phase"].eq(phase_ctr + 1),
+                                 counters["fp_cycles"].eq(fp.cycles), counters["fp_work"].eq(fp.work),
+                                 counters["fp_stalls"].eq(fp.stalls)]
+                    with m.If(op == OPS["train"]):
+                        m.d.sync += [phase.eq(BWD), phase_ctr.eq(0), bp_seen.eq(0), wg_seen.eq(0)]
+                        m.next = "BWD_START"
+                    with m.Else():
+                        m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
+                        m.next = "RSP"
+            # --------------------------------------------------------- backward
+            with m.State("BWD_START"):
+                m.d.comb += [busy.eq(1), bp.start.eq(1), wg.start.eq(1)]
+                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                m.next = "BWD_WAIT"
+            with m.State("BWD_WAIT"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                bp_fin = bp_seen | bp.done
+                wg_fin = wg_seen | wg.done
+                m.d.sync += [bp_seen.eq(bp_fin), wg_seen.eq(wg_fin)]
+                with m.If(bp.done):
+                    m.d.sync += [counters["bp_cycles"].eq(bp.cycles), counters["bp_work"].eq(bp.work)]
+                with m.If(wg.done):
+                    m.d.sync += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
+                                 counters["wg_stalls"].eq(wg.stalls)]
+                with m.If(bp_fin & wg_fin):
+                    m.d.sync += [counters["bwd_phase"].eq(phase_ctr + 1), phase.eq(IDLE),
+                                 counters["samples"].eq(counters["samples"] + 1),
+                                 *respond(STATUS["ok"])]
+                    m.next = "BWD_LATCH"
+            with m.State("BWD_LATCH"):
+                # WG's counters are final one cycle after its done (done is combinational)
+                m.d.comb += busy.eq(1)
+                m.d.sync += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
+                             counters["wg_stalls"].eq(wg.stalls),
+                             counters["bp_cycles"].eq(bp.cycles), counters["bp_work"].eq(bp.work)]
+                m.next = "RSP"
+            # ----------------------------------------------------------- update
+            with m.State("UPD_START"):
+                m.d.comb += [busy.eq(1), wg.start_update.eq(1)]
+                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                m.next = "UPD_WAIT"
+            with m.State("UPD_WAIT"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                with m.If(wg.done):
+                    m.d.sync += [counters["upd_phase"].eq(phase_ctr + 1), phase.eq(IDLE),
+                                 counters["samples"].eq(0), *respond(STATUS["ok"])]
+                    m.next = "UPD_LATCH"
+            with m.State("UPD_LATCH"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += [counters["upd_cycles"].eq(wg.cycles), counters["upd_work"].eq(wg.work)]
+                m.next = "RSP"
+        return m

@@ -1,0 +1,375 @@
+"""The Core (rtl/core.py) trains a single-layer network bit-identically to the model.
+
+A 64 -> 10 network (the digits data set: real samples, rate-encoded by the host's seeded
+encoder) is loaded through the command port and trained for several mini-batches (B = 1
+and B > 1, nearest and stochastic rounding). Every transaction is checked against
+``FixedPointSNN`` the cycle it appears:
+
+* forward: every ``S``/``M``/count/``h`` write and every spike word on ``spikes_out``;
+* backward: every block's ``dv`` (BP's ``dvw``), every error partial-sum word on
+  ``err_out``, every gradient write of WG (running sum over the mini-batch, in WG's
+  ``t = T-1 .. 0`` order);
+* update: every weight write-back equals the model's updated weight, each exactly once;
+* counters: FP, WG and update cycles == ``model/perf.py`` exactly, forward/update phase
+  cycles == ``core_forward_cycles`` / ``core_update_cycles``, work counters exactly; BP and
+  the backward phase are reported (BP waits for WG's release, see the report in the log).
+
+At the end every weight is read back through ``read_w`` and compared.
+"""
+
+from __future__ import annotations
+
+import random
+
+import cocotb
+import pytest
+import torch
+from cocotb.triggers import FallingEdge, RisingEdge
+
+from spikeforge.gen.config import Config
+from spikeforge.model import perf
+from spikeforge.model.snn import FixedPointSNN
+from spikeforge.rtl.bp import error_width
+from spikeforge.rtl.core import COUNTERS, OPS, STATUS, Core
+from spikeforge.rtl.fp import count_bits, ubits
+from spikeforge.rtl.geometry import CoreGeometry
+from spikeforge.sim.cocotb_utils import load_params, pack, ports, reset, to_signed, unpack
+from spikeforge.sim.runner import run_cocotb
+
+
+# ------------------------------------------------------------------------------ driver
+class CoreTB:
+    def __init__(self, dut, cfg, geom):
+        self.dut, self.cfg, self.geom = dut, cfg, geom
+        g, a = geom, cfg.arithmetic
+        self.P, self.NB, self.T = g.lanes, g.blocks, g.timesteps
+        self.tw, self.bw, self.jw = ubits(g.timesteps), ubits(g.blocks), ubits(g.col_blocks)
+        self.ew = error_width(cfg, g)
+        self.cycle = 0
+
+    async def _send(self, valid, payload_sig, ready_sig, value):
+        """Present one stream item right after a rising edge; return once it was taken."""
+        payload_sig.value = value
+        valid.value = 1
+        while True:
+            await FallingEdge(self.dut.clk)
+            r = int(ready_sig.value)
+            await RisingEdge(self.dut.clk)
+            if r:
+                break
+        valid.value = 0
+
+    async def command(self, op, i=0, j=0, data=0, monitor=None):
+        """Send a command, run ``monitor(cycle)`` every cycle until the response; -> (status, data)."""
+        d = self.dut
+        await self._send(d.cmd__valid, d.cmd__payload, d.cmd__ready,
+                         pack([(OPS.get(op, op), 4), (i, 16), (j, 16), (data & 0xFFFF_FFFF, 32)]))
+        n = 0
+        while True:
+            await FallingEdge(d.clk)
+            n += 1
+            if monitor is not None:
+                monitor(n)
+            if int(d.rsp__valid.value):
+                status, value = unpack(int(d.rsp__payload.value), [2, 32])
+                await RisingEdge(d.clk)
+                return status, value
+            assert n < 1_000_000, f"no response to {op}"
+
+    async def ok(self, op, i=0, j=0, data=0, monitor=None):
+        status, value = await self.command(op, i, j, data, monitor)
+        assert status == STATUS["ok"], f"{op}(i={i}, j={j}, data={data}) answered status {status}"
+        return value
+
+    async def load_events(self, x):
+        """Events of one sample (T, n_in) on ev_in, timestep order, then the end marker."""
+        d = self.dut
+        per_t = []
+        for t in range(self.T):
+            js = torch.nonzero(x[t]).flatten().tolist()
+            per_t.append(len(js))
+            for j in js:
+                await self._send(d.ev_in__valid, d.ev_in__payload, d.ev_in__ready,
+                                 pack([(t, self.tw), (j, ubits(self.geom.n_in)), (0, 1)]))
+        await self._send(d.ev_in__valid, d.ev_in__payload, d.ev_in__ready,
+                         pack([(0, self.tw), (0, ubits(self.geom.n_in)), (1, 1)]))
+        return per_t
+
+    async def counters(self):
+        return {name: await self.ok("read_counter", i=k) for k, name in enumerate(COUNTERS)}
+
+
+def decode_ij(geom, bank, addr):
+    """(i, j) of the skewed weight/gradient word at (bank, addr)."""
+    P, n_in = geom.lanes, geom.n_in
+    b, j = divmod(addr, n_in)
+    q = (bank - j) % P
+    return b * P + q, j
+
+
+# --------------------------------------------------------------------------- scoreboard
+class SampleScoreboard:
+    """Expected transactions of one training sample; ``check(cycle)`` runs every cycle."""
+
+    def __init__(self, tb: CoreTB, tr, k: int, G, where: str, phase_of_cycle=None):
+        self.tb, self.where = tb, where
+        dut, g, cfg = tb.dut, tb.geom, tb.cfg
+        P, NB, T, N, n_in = g.lanes, g.blocks, g.timesteps, g.n_neurons, g.n_in
+        self.G = G
+        s, mk, v = tr.s[k], tr.mask[k], tr.v[k]
+        h = torch.where(s.bool(), torch.zeros_like(v), v)
+        cnt = torch.cumsum(s, dim=0)
+        dv, e, x = tr.dv[k], tr.e[k], tr.x[k]
+        # forward: per (t, b) in order
+        self.blocks, self.words = [], []
+        for t in range(T):
+            for b in range(NB):
+                lanes = [b * P + q for q in range(P)]
+                sw = sum(int(s[t, i]) << q for q, i in enumerate(lanes) if i < N)
+                mw = sum(int(mk[t, i]) << q for q, i in enumerate(lanes) if i < N)
+                self.blocks.append((t, b, sw, mw, [int(cnt[t, i]) if i < N else None for i in lanes],
+                                    [int(h[t, i]) if i < N else None for i in lanes]))
+                if sw:
+                    self.words.append((t, b, sw))
+        # backward: dv per (t, b) (BP's order t = T-1..0, b = 0..NB-1), error words
+        self.dv = {(t, b): [int(dv[t, b * P + q]) if b * P + q < N else 0 for q in range(P)]
+                   for t in range(T) for b in range(NB)}
+        self.dv_seen = set()
+        self.errs = []
+        for t in reversed(range(T)):
+            if int((dv[t] != 0).sum()):
+                for jb in range(g.col_blocks):
+                    self.errs.append((t, jb, [int(e[t, jb * P + c]) if jb * P + c < n_in else 0
+                                              for c in range(P)]))
+        # gradient increments per (i, j), in WG's order t = T-1..0
+        self.pending = {}
+        for t in reversed(range(T)):
+            for i in torch.nonzero(dv[t]).flatten().tolist():
+                for j in torch.nonzero(x[t]).flatten().tolist():
+                    self.pending.setdefault((i, j), []).append(int(dv[t, i]))
+        self.bi = self.wi = self.ei = 0
+        self.mb = cfg.arithmetic.membrane_bits
+        self.dvb = cfg.arithmetic.dv_bits
+        self.gb = cfg.arithmetic.grad_bits
+        self.cnt_p = ports(dut, "mon_cnt_wdata", P)
+        self.h_p = ports(dut, "mon_h_wdata", P)
+        self.ga, self.gd = ports(dut, "mon_g_waddr", P), ports(dut, "mon_g_wdata", P)
+
+    def check(self, cycle):
+        tb, dut, g = self.tb, self.tb.dut, self.tb.geom
+        P, NB = g.lanes, g.blocks
+        w = f"{self.where} cycle={cycle}"
+        if int(dut.mon_s_we.value):
+            assert self.bi < len(self.blocks), f"{w}: extra S write"
+            t, b, sw, mw, cnts, hs = self.blocks[self.bi]
+            addr = int(dut.mon_s_waddr.value)
+            assert addr == t * NB + b, f"{w}: S write at {addr}, expected t={t} b={b}"
+            gs, gm = int(dut.mon_s_wdata.value), int(dut.mon_m_wdata.value)
+            assert gs == sw, f"{w} t={t} b={b}: spike word {gs:0{P}b} != model {sw:0{P}b}"
+            assert gm == mw, f"{w} t={t} b={b}: mask word {gm:0{P}b} != model {mw:0{P}b}"
+            cwe = int(dut.mon_cnt_we.value)
+            for q in range(P):
+                if cnts[q] is None:
+                    continue
+                i = b * P + q
+                assert (cwe >> q) & 1, f"{w} t={t} neuron={i}: no count write"
+                gc = int(self.cnt_p[q].value)
+                assert gc == cnts[q], f"{w} t={t} neuron={i}: count {gc} != model {cnts[q]}"
+                gh = to_signed(int(self.h_p[q].value), self.mb)
+                assert gh == hs[q], f"{w} t={t} neuron={i}: h {gh} != model {hs[q]}"
+            self.bi += 1
+        if int(dut.spikes_out__valid.value):
+            t, b, sp = unpack(int(dut.spikes_out__payload.value), [tb.tw, tb.bw, P])
+            assert self.wi < len(self.words), f"{w}: extra spike word t={t} b={b}"
+            assert (t, b, sp) == self.words[self.wi], (
+                f"{w}: spike word ({t}, {b}, {sp:0{P}b}) != model {self.words[self.wi]}")
+            self.wi += 1
+        dvw = int(dut.mon_dvw.value)
+        if dvw & 1:
+            f = unpack(dvw >> 1, [tb.tw, tb.bw] + [self.dvb] * P, [False, False] + [True] * P)
+            t, b, got = f[0], f[1], f[2:]
+            exp = self.dv[(t, b)]
+            assert got == exp, (f"{w} t={t} b={b}: dv {got} != model {exp} "
+                                f"(neurons {b * P}..{b * P + P - 1})")
+            self.dv_seen.add((t, b))
+        if int(dut.err_out__valid.value):
+            f = unpack(int(dut.err_out__payload.value), [tb.tw, tb.jw] + [tb.ew] * P,
+                       [False, False] + [True] * P)
+            t, jb, got = f[0], f[1], f[2:]
+            assert self.ei < len(self.errs), f"{w}: extra error word t={t} jb={jb}"
+            et, ejb, exp = self.errs[self.ei]
+            assert (t, jb, got) == (et, ejb, exp), (
+                f"{w}: error word (t={t}, jb={jb}, e={got}) != model (t={et}, jb={ejb}, e={exp})")
+            self.ei += 1
+        gwe = int(dut.mon_g_we.value)
+        if gwe:
+            for k in range(P):
+                if not (gwe >> k) & 1:
+                    continue
+                i, j = decode_ij(g, k, int(self.ga[k].value))
+                val = to_signed(int(self.gd[k].value), self.gb)
+                pend = self.pending.get((i, j))
+                assert pend, f"{w}: unexpected G write to neuron {i} input {j} (value {val})"
+                exp = self.G[i][j] + pend.pop(0)
+                assert val == exp, f"{w}: G[{i}][{j}] written {val} != running model sum {exp}"
+                self.G[i][j] = exp
+
+    def finish(self):
+        w = self.where
+        assert self.bi == len(self.blocks), f"{w}: {self.bi} block writes, expected {len(self.blocks)}"
+        assert self.wi == len(self.words), f"{w}: {self.wi} spike words, expected {len(self.words)}"
+        assert self.ei == len(self.errs), f"{w}: {self.ei} error words, expected {len(self.errs)}"
+        assert len(self.dv_seen) == len(self.dv), f"{w}: dv of {len(self.dv_seen)} of {len(self.dv)} blocks seen"
+        left = {k: v for k, v in self.pending.items() if v}
+        assert not left, f"{w}: gradient increments never written: {list(left.items())[:5]}"
+
+
+# ------------------------------------------------------------------------------ the test
+@cocotb.test()
+async def core_train(dut):
+    p = load_params()
+    cfg, geom = p.config, p.geometry
+    P, N, n_in, T, B = geom.lanes, geom.n_neurons, geom.n_in, geom.timesteps, cfg.train.batch_size
+    for sig in (dut.cmd__valid, dut.ev_in__valid):
+        sig.value = 0
+    dut.rsp__ready.value = 1
+    dut.spikes_out__ready.value = 1
+    dut.err_out__ready.value = 1
+    await reset(dut)
+    tb = CoreTB(dut, cfg, geom)
+
+    from spikeforge.model.data import load_digits, rate_encode
+    ds = load_digits()
+    seed = p.seeds[0]
+    gen = torch.Generator().manual_seed(seed)
+    model = FixedPointSNN(cfg, seed=seed)
+    W = model.weights[0]
+    # weights and rng states through the command port
+    for i in range(N):
+        for j in range(n_in):
+            await tb.ok("write_w", i, j, int(W[i, j]))
+    for i in range(N):
+        await tb.ok("write_rng", i, data=int(model.rng_state[0][i]))
+    # the command port refuses what it must refuse, and changes nothing
+    assert (await tb.command("write_w", N, 0, 5))[0] == STATUS["bad_index"]
+    assert (await tb.command("read_w", 0, n_in))[0] == STATUS["bad_index"]
+    assert (await tb.command("nop"))[0] == STATUS["ok"]
+    assert (await tb.command("status"))[0] == STATUS["ok"]
+    assert (await tb.command(15))[0] == STATUS["bad_op"]
+    assert int(await tb.ok("read_w", 0, 0)) & ((1 << cfg.arithmetic.weight_bits) - 1) == \
+        int(W[0, 0]) & ((1 << cfg.arithmetic.weight_bits) - 1)
+
+    G = [[0] * n_in for _ in range(N)]
+    report = []
+    order = torch.randperm(ds.x_train.shape[0], generator=gen)
+    sample_no = 0
+    for batch in range(p.batches):
+        idx = order[batch * B:(batch + 1) * B]
+        x = rate_encode(ds.x_train[idx], T, gen, gain=p.gain)
+        labels = ds.y_train[idx]
+        traces = model.forward(x)
+        model.backward(traces, labels)
+        tr = traces[0]
+        for k in range(B):
+            where = f"seed={seed} batch={batch} sample={k} label={int(labels[k])}"
+            events = await tb.load_events(x[k])
+            await tb.ok("set_label", data=int(labels[k]))
+            sb = SampleScoreboard(tb, tr, k, G, where)
+            await tb.ok("train", monitor=sb.check)
+            sb.finish()
+            c = await tb.counters()
+            nnz = perf.bp_nnz(tr.dv[k].tolist())
+            lens = [perf.wg_lane_lengths(tr.dv[k, t].tolist(), P) for t in range(T)]
+            exp_fp = perf.fp_cycles(events, N, P)
+            assert c["fp_cycles"] == exp_fp, f"{where}: fp cycles {c['fp_cycles']} != perf {exp_fp}"
+            assert c["fwd_phase"] == perf.core_forward_cycles(events, N, P), \
+                f"{where}: forward phase {c['fwd_phase']} != perf {perf.core_forward_cycles(events, N, P)}"
+            assert c["fp_work"] == perf.fp_work(events, N), f"{where}: fp work {c['fp_work']}"
+            exp_wg = perf.wg_cycles(events, lens)
+            assert c["wg_cycles"] == exp_wg, f"{where}: wg cycles {c['wg_cycles']} != perf {exp_wg}"
+            assert c["wg_work"] == perf.wg_work(events, lens), f"{where}: wg work {c['wg_work']}"
+            assert c["bp_work"] == perf.bp_work(n_in, nnz), f"{where}: bp work {c['bp_work']}"
+            bp_alone = perf.bp_cycles(geom.blocks, geom.col_blocks, nnz)
+            assert c["bp_cycles"] >= bp_alone, f"{where}: bp cycles {c['bp_cycles']} < perf {bp_alone}"
+            exp_bwd = perf.core_backward_cycles(c["bp_cycles"], c["wg_cycles"], c["wg_stalls"])
+            assert c["bwd_phase"] == exp_bwd, f"{where}: backward phase {c['bwd_phase']} != {exp_bwd}"
+            assert c["samples"] == k + 1
+            report.append((sample_no, sum(events), sum(nnz), c["fwd_phase"], c["bwd_phase"],
+                           c["bp_cycles"], bp_alone, c["wg_cycles"], c["wg_stalls"]))
+            sample_no += 1
+        # update: every write-back equals the model's new weight
+        model.update(traces)
+        W = model.weights[0]
+        seen = set()
+        wa, wd = ports(dut, "mon_w_waddr", P), ports(dut, "mon_w_wdata", P)
+        wb = cfg.arithmetic.weight_bits
+
+        def upd_monitor(cycle, batch=batch):
+            we = int(dut.mon_w_we.value)
+            if not we:
+                return
+            for kk in range(P):
+                if (we >> kk) & 1:
+                    i, j = decode_ij(geom, kk, int(wa[kk].value))
+                    val = to_signed(int(wd[kk].value), wb)
+                    assert i < N, f"seed={seed} batch={batch} cycle={cycle}: padding row {i} written"
+                    assert (i, j) not in seen, f"seed={seed} batch={batch}: W[{i}][{j}] written twice"
+                    assert val == int(W[i, j]), (f"seed={seed} batch={batch} cycle={cycle}: W[{i}][{j}] "
+                                                 f"written {val} != model {int(W[i, j])}")
+                    seen.add((i, j))
+
+        await tb.ok("update", monitor=upd_monitor)
+        assert len(seen) == N * n_in, f"seed={seed} batch={batch}: {len(seen)} of {N * n_in} weights written"
+        G = [[0] * n_in for _ in range(N)]
+        c = await tb.counters()
+        assert c["upd_cycles"] == perf.update_cycles(n_in, N, P), f"update cycles {c['upd_cycles']}"
+        assert c["upd_phase"] == perf.core_update_cycles(n_in, N, P), f"update phase {c['upd_phase']}"
+        assert c["samples"] == 0
+    # read back every weight
+    mask = (1 << cfg.arithmetic.weight_bits) - 1
+    for i in range(N):
+        for j in range(n_in):
+            got = await tb.ok("read_w", i, j)
+            assert to_signed(got & mask, cfg.arithmetic.weight_bits) == int(W[i, j]), \
+                f"seed={seed}: read_w({i}, {j}) = {to_signed(got & mask, cfg.arithmetic.weight_bits)} != model {int(W[i, j])}"
+    # inference: spike counts readable
+    x = rate_encode(ds.x_test[:1], T, gen, gain=p.gain)
+    await tb.load_events(x[0])
+    await tb.ok("infer")
+    cnt = model.forward(x)[0].count[0]
+    for i in range(N):
+        got = await tb.ok("read_count", i)
+        assert got == int(cnt[i]), f"seed={seed}: inference count of neuron {i}: {got} != model {int(cnt[i])}"
+    dut._log.info(f"core {geom} B={B} rounding={cfg.arithmetic.rounding}: {sample_no} samples, "
+                  f"{p.batches} updates bit-identical to the model (seed {seed})")
+    dut._log.info("sample events nnz(dv) fwd_phase bwd_phase bp_cycles bp_alone wg_cycles wg_stalls")
+    for r in report:
+        dut._log.info("  ".join(str(v) for v in r))
+
+
+# ------------------------------------------------------------------------------- pytest side
+def _run(lanes, T, B, rounding, batches, seed, gain=1.0, layers=(64, 10)):
+    cfg = Config().replace(network={"layers": list(layers), "timesteps": T},
+                           hardware={"lanes": lanes}, train={"batch_size": B, "seed": seed},
+                           arithmetic={"rounding": rounding})
+    geom = CoreGeometry.from_config(cfg)
+    run_cocotb(name="core", component=lambda: Core(cfg, geom), test_module=__name__,
+               cfg=cfg, geometry=geom,
+               params={"seeds": [seed], "batches": batches, "gain": gain})
+
+
+@pytest.mark.parametrize("lanes,T,B,rounding,batches,seed", [
+    pytest.param(4, 8, 1, "nearest", 3, 1, id="P4-T8-B1-nearest"),
+    pytest.param(2, 4, 3, "stochastic", 2, 2, id="P2-T4-B3-stochastic"),
+])
+def test_core_train(lanes, T, B, rounding, batches, seed):
+    _run(lanes, T, B, rounding, batches, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes,T,B,rounding,batches,seed", [
+    pytest.param(8, 8, 4, "stochastic", 3, 3, id="P8-T8-B4-stochastic"),
+    pytest.param(1, 1, 2, "nearest", 3, 4, id="P1-T1-B2-nearest"),
+])
+def test_core_train_slow(lanes, T, B, rounding, batches, seed):
+    _run(lanes, T, B, rounding, batches, seed)
