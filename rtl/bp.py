@@ -33,6 +33,17 @@ valid once the lists of ``t`` are complete, in the order ``T-1 .. 0``, also for 
 lists are empty; ``release`` (a 1-cycle pulse from WG) frees the oldest accepted buffer.
 The dv phase of ``t`` waits until buffer ``t & 1`` is released (both are free at ``start``).
 
+Latency: block ``b`` of ``t`` is read at cycle ``D(t) + b`` (``D(T-1)`` = the cycle after
+``start``) and its dv is written (``dvw``, list writes) at ``D(t) + b + 1``; ``lists`` of
+``t`` is valid from ``D(t) + NB + 1``; the error unit issues the non-zero dv of ``t`` one per
+cycle, column block by column block, lane list by lane list, and a word leaves (``err.valid``)
+4 cycles after the issue of its last dv. ``busy`` stays high for one cycle after the last of:
+the acceptance of the last word, the acceptance of the last ``lists``, the last dv write;
+``done`` pulses in the first cycle with ``busy`` low. ``label`` is sampled at ``start``.
+
+Private memory per lane: dv of ``t+1`` (``NB`` x ``dv_bits``) and the shadow lists
+(``2*NB`` x (``bits(NB*n_in)`` + ``dv_bits``)).
+
 Backpressure: while an error word is valid and ``err.ready`` is low the error unit stalls
 (the dv unit goes on). The weight read address then repeats the last one, so the shared
 weight banks need no read enable.
