@@ -632,7 +632,7 @@ CASES = [
 
 @pytest.mark.parametrize("P,T,n_in,N,rounding,narrow,lr_shift,require", CASES)
 def test_wg(P, T, n_in, N, rounding, narrow, lr_shift, require, monkeypatch):
-    _run(P, T, n_in, N, rounding, narrow, lr_shift, seeds=range(1, 13), require=require,
+    _run(P, T, n_in, N, rounding, narrow, lr_shift, seeds=range(1, 17), require=require,
          monkeypatch=monkeypatch)
 
 
@@ -644,3 +644,35 @@ def test_wg_sweep(P, T, rounding, monkeypatch):
     """Every lane count, timestep count and rounding; narrow widths, N and n_in off the lanes."""
     _run(P, T, n_in=2 * P + 3, N=3 * P - 1 if P > 1 else 4, rounding=rounding, narrow=True,
          lr_shift=2, seeds=range(100, 124), require=("sat_hi", "sat_lo"), monkeypatch=monkeypatch)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("P,T,n_in,N", [(1, 1, 7, 3), (4, 8, 64, 10), (8, 4, 20, 9)])
+def test_wg_lint(P, T, n_in, N, rounding):
+    """The engine alone passes ``verilator --lint-only -Wall`` with only the project waivers."""
+    from spikeforge.gen.verilog import write_verilog
+    from spikeforge.sim.runner import build_root, lint_verilog
+
+    cfg = Config().replace(network={"layers": [n_in, N], "timesteps": T}, hardware={"lanes": P},
+                           arithmetic={"rounding": rounding})
+    geom = CoreGeometry(n_in=n_in, n_neurons=N, timesteps=T, lanes=P)
+    vfile = build_root() / "lint" / f"wg-{n_in}x{N}-T{T}-P{P}-{rounding}.v"
+    lint_verilog(write_verilog(WGEngine(cfg, geom), vfile, name="wg"), "wg")
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_wg_rejects_bad_parameters():
+    cfg = Config().replace(hardware={"lanes": 4})
+    with pytest.raises(ValueError, match="lanes"):
+        WGEngine(cfg, CoreGeometry(n_in=8, n_neurons=4, timesteps=4, lanes=2))
+    with pytest.raises(TypeError, match="CoreGeometry"):
+        WGEngine(cfg, (8, 4, 4, 4))
+
+
+def test_perf_wg_formulas():
+    """The formulas on hand-counted cases (the RTL tests check them against the counters)."""
+    assert perf.wg_lane_lengths([0, 5, 0, -1, 2], 2) == [1, 2]
+    # T=2: t0 has 3 events and lists (1, 2) -> 3*2; t1 has no events
+    assert perf.wg_cycles([3, 0], [[1, 2], [4, 0]]) == 3 + (3 + 6) + 3
+    assert perf.wg_work([3, 0], [[1, 2], [4, 0]]) == 9
+    assert perf.update_cycles(n_in=5, n_neurons=13, lanes=8) == 2 * 5 + 2
