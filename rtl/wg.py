@@ -120,6 +120,8 @@ class WGEngine(wiring.Component):
     """
 
     def __init__(self, cfg, geom: CoreGeometry):
+        # a component rejected here is never elaborated: no UnusedElaboratable warning for it
+        self._MustUse__silence = True
         if not isinstance(geom, CoreGeometry):
             raise TypeError(f"WGEngine: geom must be a CoreGeometry, got {type(geom).__name__}")
         if cfg.hardware.lanes != geom.lanes:
@@ -129,6 +131,7 @@ class WGEngine(wiring.Component):
         if a.grad_bits < a.dv_bits + 1:
             raise ValueError(f"WGEngine: arithmetic.grad_bits={a.grad_bits} must exceed "
                              f"arithmetic.dv_bits={a.dv_bits}")
+        self._MustUse__silence = False
         self.cfg = cfg
         self.geom = geom
         P, NB, depth = geom.lanes, geom.blocks, geom.weight_depth

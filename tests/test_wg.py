@@ -660,7 +660,6 @@ def test_wg_lint(P, T, n_in, N, rounding):
     lint_verilog(write_verilog(WGEngine(cfg, geom), vfile, name="wg"), "wg")
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_wg_rejects_bad_parameters():
     cfg = Config().replace(hardware={"lanes": 4})
     with pytest.raises(ValueError, match="lanes"):
