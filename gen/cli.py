@@ -157,16 +157,16 @@ class Progress:
         self.last_draw = 0.0
         self.drawn = False
 
-    def _fmt(self, info: dict) -> str:
+    def _fmt(self, info: dict, loss: bool = True) -> str:
         parts = []
         if isinstance(info.get("epoch"), int):
             parts.append(f"epoch {info['epoch'] + 1}/{self.epochs}")
         acc = info.get("train_accuracy")
         if isinstance(acc, float):
             parts.append(f"train acc {100 * acc:.2f} %")
-        loss = info.get("loss")
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            parts.append(f"loss {loss:.4g}")
+        value = info.get("loss")
+        if loss and isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"batch loss {value:.4g}")
         return "  ".join(parts)
 
     def __call__(self, done: int, total: int, info: dict | None = None) -> None:
@@ -191,7 +191,7 @@ class Progress:
         # Not a TTY (a log file, CI): one line at the end of every epoch.
         steps_per_epoch = max(1, total // self.epochs)
         if done % steps_per_epoch == 0 or done >= total:
-            self.stream.write(f"{PROG}: {self._fmt(info)}  ({elapsed:.1f} s)\n")
+            self.stream.write(f"{PROG}: {self._fmt(info, loss=False)}  ({elapsed:.1f} s)\n")
             self.stream.flush()
 
     def close(self) -> None:
@@ -235,6 +235,10 @@ def _result_dict(result, cfg: Config, backend: str) -> dict:
 
 def cmd_train(args, out: TextIO, err: TextIO) -> int:
     cfg = build_train_config(args)
+    if args.report:  # fail now, not after a long run
+        parent = Path(args.report).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise UserError(f"--report: cannot write {args.report}: {parent} is not a writable directory")
     try:
         from spikeforge.model.train import train
     except ImportError as e:
@@ -253,11 +257,14 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
         progress.close()
     t = cfg.train
     if args.report:
-        Path(args.report).write_text(json.dumps(_result_dict(result, cfg, args.backend), indent=2,
-                                                default=str) + "\n")
+        try:
+            Path(args.report).write_text(json.dumps(_result_dict(result, cfg, args.backend), indent=2,
+                                                    default=str) + "\n")
+        except OSError as e:
+            raise UserError(f"--report: cannot write {args.report}: {e.strerror or e}") from None
     train_acc = getattr(result, "train_accuracy", None)
     if train_acc is not None:
-        out.write(f"train accuracy: {100 * train_acc:.2f} %\n")
+        out.write(f"train accuracy: {100 * train_acc:.2f} % (last epoch, during training)\n")
     out.write(f"test accuracy: {100 * result.test_accuracy:.2f} % "
               f"({t.dataset}, {args.backend} backend, {t.epochs} epoch{'s' if t.epochs != 1 else ''}, "
               f"seed {t.seed})\n")

@@ -148,6 +148,7 @@ def test_train_unknown_backend():
     (["--seed", "-1"], ["train.seed", "-1"]),
     (["--config", "digits", "--dataset", "mnist"], ["network.layers[0]", "784"]),
     (["--config", "/nonexistent/x.yaml"], ["/nonexistent/x.yaml"]),
+    (["--report", "/nonexistent/dir/r.json"], ["--report", "/nonexistent/dir"]),
 ])
 def test_train_bad_flags(args, needles):
     assert_user_error(run("train", *args), *needles)
