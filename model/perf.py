@@ -23,18 +23,19 @@ def wg_cycles(events_per_t, lane_lengths_per_t) -> int:
     """Cycles of the WG engine's accumulation of one sample (``WGEngine.cycles`` after ``start``).
 
     ``events_per_t[t]``: input spike events of timestep ``t``; ``lane_lengths_per_t[t]``:
-    the ``P`` lane-list lengths of ``t`` (see :func:`wg_lane_lengths`). Per timestep 3
-    cycles (accept ``lists``, read ``ev_start[t]``, ``ev_start[t+1]``) plus
-    ``events(t) * L(t)`` with ``L(t)`` the longest lane list; 3 cycles drain the
-    read-modify-write pipeline at the end. Cycles spent waiting for BP to present the
-    lists are not counted (the engine's ``stalls`` counter has them).
+    the ``P`` lane-list lengths of ``t`` (see :func:`wg_lane_lengths`). One cycle to fetch
+    ``ev_start[T]`` at the start (later offsets are read ahead), per timestep 1 cycle to
+    accept ``lists`` plus ``events(t) * L(t)`` with ``L(t)`` the longest lane list, and 3
+    cycles to drain the read-modify-write pipeline at the end. Cycles spent waiting for BP
+    to present the lists are not counted (the engine's ``stalls`` counter has them).
+    ``release`` of ``t`` comes ``1 + events(t) * L(t)`` cycles after its acceptance.
     """
     if len(events_per_t) != len(lane_lengths_per_t):
         raise ValueError(f"wg_cycles: {len(events_per_t)} event counts but "
                          f"{len(lane_lengths_per_t)} timesteps of lane lengths")
-    total = 3
+    total = 4
     for ev, lens in zip(events_per_t, lane_lengths_per_t):
-        total += 3 + int(ev) * max((int(x) for x in lens), default=0)
+        total += 1 + int(ev) * max((int(x) for x in lens), default=0)
     return total
 
 

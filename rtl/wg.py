@@ -31,12 +31,14 @@ per neuron (private memory banked by lane, address ``b``; the host loads it thro
 
 Timing (cycles counted by ``cycles``; ``model/perf.py`` has the same formulas):
 
-* accumulate: ``3 + sum_t (3 + events(t) * L(t))`` with ``L(t)`` the longest lane list of
-  ``t`` -- per timestep one cycle to accept ``lists`` and two to read ``ev_start[t]`` and
-  ``ev_start[t+1]``, then ``L(t)`` cycles per event, and 3 cycles at the end to drain the
-  read-modify-write pipeline (``done`` pulses with the last ``G`` write). Cycles spent
-  waiting for BP (in the accept state with ``lists.valid`` low) are not in ``cycles`` but
-  in ``stalls``.
+* accumulate: ``4 + sum_t (1 + events(t) * L(t))`` with ``L(t)`` the longest lane list
+  of ``t`` -- one cycle to fetch ``ev_start[T]`` (the offsets of the next timestep are
+  read ahead, because BP announces ``t`` in the order ``T-1 .. 0``), per timestep one
+  cycle to accept ``lists`` then ``L(t)`` cycles per event, and 3 cycles at the end to
+  drain the read-modify-write pipeline (``done`` pulses with the last ``G`` write). Cycles
+  spent waiting for BP (in the accept state with ``lists.valid`` low) are not in
+  ``cycles`` but in ``stalls``. ``release`` of ``t`` pulses ``1 + events(t) * L(t)``
+  cycles after ``t`` was accepted; WG can accept the next ``lists`` in that same cycle.
 * update: ``NB * n_in + 2`` (one cycle to fetch the first rng states, one per column
   slice, one for the last write-back; ``done`` pulses with the last write).
 
@@ -255,43 +257,51 @@ class WGEngine(wiring.Component):
             mx = Mux(self.lists.payload.len[q] > mx, self.lists.payload.len[q], mx)
         m.d.comb += lists_len_max.eq(mx)
 
+        # Event offsets of the next timestep, fetched ahead: BP announces t = T-1 .. 0 in
+        # order, so when t is accepted, hi = ev_start[t+1] and lo = ev_start[t] are known
+        # (lo straight from the read port in the cycle after its read: pf_pending).
+        lo = Signal(unsigned(ubits(g.max_events + 1)))
+        hi = Signal(unsigned(ubits(g.max_events + 1)))
+        pf_pending = Signal()
+        lo_now = Signal(unsigned(ubits(g.max_events + 1)))
+        m.d.comb += lo_now.eq(Mux(pf_pending, self.ev_start_rdata, lo))
+        with m.If(pf_pending):
+            m.d.sync += [lo.eq(self.ev_start_rdata), pf_pending.eq(0)]
+
         with m.FSM(name="wg_fsm"):
             with m.State("IDLE"):
                 with m.If(self.start):
+                    m.d.comb += self.ev_start_raddr.eq(g.timesteps)
                     m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0)]
-                    m.next = "WAIT"
+                    m.next = "PREFETCH"
                 with m.Elif(self.start_update):
                     m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0),
                                  ub.eq(0), uj.eq(0), ua.eq(0)]
                     m.next = "U_INIT"
 
             # ---------------------------------------------------------------- accumulate
+            with m.State("PREFETCH"):
+                # ev_start[T] arrives; fetch ev_start[T-1]
+                m.d.comb += [busy.eq(1), count.eq(1), self.ev_start_raddr.eq(g.timesteps - 1)]
+                m.d.sync += [hi.eq(self.ev_start_rdata), pf_pending.eq(1)]
+                m.next = "WAIT"
             with m.State("WAIT"):
                 m.d.comb += [busy.eq(1), self.lists.ready.eq(1),
-                             self.ev_start_raddr.eq(self.lists.payload.t)]
+                             self.ev_start_raddr.eq(self.lists.payload.t - 1)]
                 with m.If(self.lists.valid):
                     m.d.comb += count.eq(1)
                     m.d.sync += [t_cur.eq(self.lists.payload.t), lens.eq(self.lists.payload.len),
-                                 L.eq(lists_len_max)]
-                    m.next = "ST1"
+                                 L.eq(lists_len_max), e.eq(lo_now), e_end.eq(hi), c.eq(0),
+                                 hi.eq(lo_now), pf_pending.eq(1)]   # next: ev_start[t-1]
+                    with m.If((lo_now != hi) & (lists_len_max != 0)):
+                        m.next = "RUN"
+                    with m.Else():
+                        m.d.sync += release.eq(1)
+                        with m.If(self.lists.payload.t == 0):
+                            m.d.sync += drain.eq(0)
+                            m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += stalls.eq(stalls + 1)
-            with m.State("ST1"):
-                m.d.comb += [busy.eq(1), count.eq(1), self.ev_start_raddr.eq(t_cur + 1)]
-                m.d.sync += e.eq(self.ev_start_rdata)
-                m.next = "ST2"
-            with m.State("ST2"):
-                m.d.comb += [busy.eq(1), count.eq(1)]
-                m.d.sync += [e_end.eq(self.ev_start_rdata), c.eq(0)]
-                with m.If((self.ev_start_rdata != e) & (L != 0)):
-                    m.next = "RUN"
-                with m.Else():
-                    m.d.sync += release.eq(1)
-                    with m.If(t_cur == 0):
-                        m.d.sync += drain.eq(0)
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "WAIT"
             with m.State("RUN"):
                 m.d.comb += [busy.eq(1), count.eq(1), issue.eq(1)]
                 with m.If(c == L - 1):
