@@ -154,3 +154,48 @@ def core_backward_cycles(bp_cycles: int, wg_cycles: int, wg_stalls: int) -> int:
     (stalls: waiting for BP's lists) and shows ``done`` in its last busy cycle; BP shows
     ``done`` the cycle after its last busy cycle."""
     return max(bp_cycles + 1, wg_cycles + wg_stalls) + 1
+
+
+
+def core_backward_schedule(n_blocks: int, col_blocks: int, nnz_per_t, events_per_t,
+                           lane_lengths_per_t) -> dict:
+    """Predicted backward phase of the Core from the data: BP and WG run concurrently.
+
+    :func:`bp_cycles` with WG's real acceptance and release times instead of an
+    always-ready WG: WG accepts the lists of ``t`` (order ``T-1 .. 0``) when it waits for
+    them and BP has them complete (``R(t)``) -- WG waits from its second cycle on (the first
+    fetches ``ev_start[T]``) -- spends ``1 + events(t) * L(t)`` cycles on them and pulses
+    ``release`` at the end (the cycle it waits for the next ``t``; :func:`wg_cycles`); BP's
+    dv unit reuses a buffer one cycle after its release; WG drains 3 cycles after ``t = 0``.
+    Both engines start in the same cycle. Returns ``bp_cycles``, ``wg_cycles``, ``wg_stalls`` (WG waiting for BP) and
+    ``phase`` (:func:`core_backward_cycles` of those).
+    """
+    NB, JB = int(n_blocks), int(col_blocks)
+    T = len(nnz_per_t)
+    if not (len(events_per_t) == len(lane_lengths_per_t) == T):
+        raise ValueError("core_backward_schedule: nnz, events and lane lengths need one entry per timestep")
+    D, A, Eend, REL = {}, {}, {T: 0}, {}
+    wg_free, stalls, last_issue = 1, 0, None
+    for t in reversed(range(T)):
+        d = 0 if t == T - 1 else D[t + 1] + NB
+        if t <= T - 3:
+            d = max(d, REL[t + 2] + 1, Eend[t + 2])
+        D[t] = d
+        R = d + NB + 1
+        A[t] = max(R, wg_free)
+        stalls += A[t] - wg_free
+        REL[t] = A[t] + 1 + int(events_per_t[t]) * max((int(x) for x in lane_lengths_per_t[t]), default=0)
+        wg_free = REL[t]
+        E = max(R, Eend[t + 1])
+        n = JB * int(nnz_per_t[t])
+        Eend[t] = E + max(1, n)
+        if n:
+            last_issue = E + n - 1
+    finish = max(A[0] + 1, Eend[0])
+    if last_issue is not None:
+        finish = max(finish, last_issue + 5)
+    bp = finish + 1
+    wg_busy = REL[0] + 3
+    out = {"bp_cycles": bp, "wg_cycles": wg_busy - stalls, "wg_stalls": stalls}
+    out["phase"] = core_backward_cycles(bp, out["wg_cycles"], stalls)
+    return out

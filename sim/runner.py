@@ -85,8 +85,13 @@ WAIVER_FILE = Path(__file__).resolve().parent / "spikeforge.vlt"
 _SOURCE_GLOBS = ("rtl/*.py", "gen/verilog.py", "gen/config.py", "sim/spikeforge.vlt")
 
 #: Verilator options of every simulation build (beside cocotb's own).
-_BUILD_ARGS = ("-Wall", "-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast",
-               "-O3", "-CFLAGS", "-O1")
+_BUILD_ARGS = ("-Wall", "-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast", "-O3")
+
+#: C++ optimisation of the Verilated model (``$SPIKEFORGE_SIM_OPT``, default ``-O0``): the
+#: testbenches are bound by Python (cocotb), not by the model, while ``-Os`` on the large
+#: generated files of a P = 8 core took minutes per file.
+def _cxx_opt() -> str:
+    return os.environ.get("SPIKEFORGE_SIM_OPT", "-O0")
 
 
 # ------------------------------------------------------------------------------ environment
@@ -113,7 +118,10 @@ def verilator_env(env: dict[str, str] | None = None) -> dict[str, str]:
     # found"); a variable assignment in MAKEFLAGS acts like one on make's command line.
     flags = env.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    if "OPT_FAST" not in flags:
+        flags += f" OPT_FAST={_cxx_opt()} OPT_SLOW={_cxx_opt()}"
+    env["MAKEFLAGS"] = flags.strip()
     return env
 
 
@@ -177,7 +185,7 @@ def _build_key(name: str, cfg, geometry, build_key, waves: bool, extra_sources=(
         extra.update(Path(p).read_bytes())
     blob = json.dumps({
         "name": name, "config": _jsonable(cfg), "geometry": _jsonable(geometry),
-        "key": _jsonable(build_key), "waves": waves, "args": _BUILD_ARGS,
+        "key": _jsonable(build_key), "waves": waves, "args": _BUILD_ARGS, "opt": _cxx_opt(),
         "sources": sources_digest(), "extra": extra.hexdigest(), "verilator": _verilator_root().name,
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -95,6 +95,15 @@ class CoreTB:
                          pack([(0, self.tw), (0, ubits(self.geom.n_in)), (1, 1)]))
         return per_t
 
+    async def load_ds(self, ds):
+        """Error from above (T, N) of a hidden-layer core through ds_in, one block per item."""
+        d, P, eb = self.dut, self.P, self.cfg.arithmetic.error_bits
+        for t in range(self.T):
+            for b in range(self.NB):
+                vals = [int(ds[t, b * P + q]) if b * P + q < self.geom.n_neurons else 0 for q in range(P)]
+                await self._send(d.ds_in__valid, d.ds_in__payload, d.ds_in__ready,
+                                 pack([(t, self.tw), (b, self.bw)] + [(v, eb) for v in vals]))
+
     async def counters(self):
         return {name: await self.ok("read_counter", i=k) for k, name in enumerate(COUNTERS)}
 
@@ -232,15 +241,30 @@ async def core_train(dut):
     P, N, n_in, T, B = geom.lanes, geom.n_neurons, geom.n_in, geom.timesteps, cfg.train.batch_size
     for sig in (dut.cmd__valid, dut.ev_in__valid):
         sig.value = 0
+    if not geom.output_layer:
+        dut.ds_in__valid.value = 0
     dut.rsp__ready.value = 1
     dut.spikes_out__ready.value = 1
     dut.err_out__ready.value = 1
     await reset(dut)
     tb = CoreTB(dut, cfg, geom)
 
+    import json
+    import time
+
+    from cocotb.utils import get_sim_time
+
     from spikeforge.model.data import load_digits, rate_encode
-    ds = load_digits()
+    raw = p.raw
+    source = raw.get("input", "digits")
+    density = float(raw.get("density", 0.2))
+    ds = load_digits() if source == "digits" else None
+    if ds is not None and ds.n_inputs != n_in:
+        raise ValueError(f"input 'digits' has {ds.n_inputs} inputs, the core has n_in={n_in}: "
+                         f"use input 'random'")
+    batches = raw.get("batches") or -(-int(raw.get("samples", B)) // B)
     seed = p.seeds[0]
+    wall0, sim0 = time.monotonic(), get_sim_time("ns")
     gen = torch.Generator().manual_seed(seed)
     model = FixedPointSNN(cfg, seed=seed)
     W = model.weights[0]
@@ -260,20 +284,35 @@ async def core_train(dut):
         int(W[0, 0]) & ((1 << cfg.arithmetic.weight_bits) - 1)
 
     G = [[0] * n_in for _ in range(N)]
-    report = []
-    order = torch.randperm(ds.x_train.shape[0], generator=gen)
+    report, samples_out, updates_out = [], [], []
+    order = torch.randperm(ds.x_train.shape[0], generator=gen) if ds is not None else None
     sample_no = 0
-    for batch in range(p.batches):
-        idx = order[batch * B:(batch + 1) * B]
-        x = rate_encode(ds.x_train[idx], T, gen, gain=p.gain)
-        labels = ds.y_train[idx]
+    for batch in range(batches):
+        if ds is not None:
+            idx = order[batch * B:(batch + 1) * B]
+            x = rate_encode(ds.x_train[idx], T, gen, gain=raw.get("gain", 1.0))
+            labels = ds.y_train[idx]
+        else:
+            x = (torch.rand(B, T, n_in, generator=gen) < density).to(torch.int64)
+            labels = torch.randint(0, N, (B,), generator=gen)
         traces = model.forward(x)
-        model.backward(traces, labels)
+        if geom.output_layer:
+            model.backward(traces, labels)
+        else:
+            # a hidden layer: the error from above is data (sparse, saturating values included)
+            eb = cfg.arithmetic.error_bits
+            ds_up = torch.randint(-(1 << (eb - 1)), 1 << (eb - 1), (B, T, N), generator=gen)
+            ds_up = torch.where(torch.rand(B, T, N, generator=gen) < 0.5, ds_up // 64, ds_up)
+            ds_up = torch.where(torch.rand(B, T, N, generator=gen) < 0.3, torch.zeros_like(ds_up), ds_up)
+            model.backward_layer(0, traces[0], ds_up)
         tr = traces[0]
         for k in range(B):
             where = f"seed={seed} batch={batch} sample={k} label={int(labels[k])}"
             events = await tb.load_events(x[k])
-            await tb.ok("set_label", data=int(labels[k]))
+            if geom.output_layer:
+                await tb.ok("set_label", data=int(labels[k]))
+            else:
+                await tb.load_ds(ds_up[k])
             sb = SampleScoreboard(tb, tr, k, G, where)
             await tb.ok("train", monitor=sb.check)
             sb.finish()
@@ -293,9 +332,15 @@ async def core_train(dut):
             assert c["bp_cycles"] >= bp_alone, f"{where}: bp cycles {c['bp_cycles']} < perf {bp_alone}"
             exp_bwd = perf.core_backward_cycles(c["bp_cycles"], c["wg_cycles"], c["wg_stalls"])
             assert c["bwd_phase"] == exp_bwd, f"{where}: backward phase {c['bwd_phase']} != {exp_bwd}"
+            sched = perf.core_backward_schedule(geom.blocks, geom.col_blocks, nnz, events, lens)
+            got = {k: c[k] for k in ("bp_cycles", "wg_cycles", "wg_stalls")}
+            got["phase"] = c["bwd_phase"]
+            assert got == sched, f"{where}: backward phase {got} != perf.core_backward_schedule {sched}"
             assert c["samples"] == k + 1
             report.append((sample_no, sum(events), sum(nnz), c["fwd_phase"], c["bwd_phase"],
                            c["bp_cycles"], bp_alone, c["wg_cycles"], c["wg_stalls"]))
+            samples_out.append({"sample": sample_no, "batch": batch, "events": events, "nnz_dv": nnz,
+                                "lane_lengths": lens, **c, "bp_alone": bp_alone})
             sample_no += 1
         # update: every write-back equals the model's new weight
         model.update(traces)
@@ -325,6 +370,9 @@ async def core_train(dut):
         assert c["upd_cycles"] == perf.update_cycles(n_in, N, P), f"update cycles {c['upd_cycles']}"
         assert c["upd_phase"] == perf.core_update_cycles(n_in, N, P), f"update phase {c['upd_phase']}"
         assert c["samples"] == 0
+        updates_out.append({"batch": batch, "upd_cycles": c["upd_cycles"], "upd_phase": c["upd_phase"],
+                            "upd_work": c["upd_work"]})
+    wall_train, sim_train = time.monotonic() - wall0, get_sim_time("ns") - sim0
     # read back every weight
     mask = (1 << cfg.arithmetic.weight_bits) - 1
     for i in range(N):
@@ -333,7 +381,10 @@ async def core_train(dut):
             assert to_signed(got & mask, cfg.arithmetic.weight_bits) == int(W[i, j]), \
                 f"seed={seed}: read_w({i}, {j}) = {to_signed(got & mask, cfg.arithmetic.weight_bits)} != model {int(W[i, j])}"
     # inference: spike counts readable
-    x = rate_encode(ds.x_test[:1], T, gen, gain=p.gain)
+    if ds is not None:
+        x = rate_encode(ds.x_test[:1], T, gen, gain=raw.get("gain", 1.0))
+    else:
+        x = (torch.rand(1, T, n_in, generator=gen) < density).to(torch.int64)
     await tb.load_events(x[0])
     await tb.ok("infer")
     cnt = model.forward(x)[0].count[0]
@@ -341,7 +392,13 @@ async def core_train(dut):
         got = await tb.ok("read_count", i)
         assert got == int(cnt[i]), f"seed={seed}: inference count of neuron {i}: {got} != model {int(cnt[i])}"
     dut._log.info(f"core {geom} B={B} rounding={cfg.arithmetic.rounding}: {sample_no} samples, "
-                  f"{p.batches} updates bit-identical to the model (seed {seed})")
+                  f"{batches} updates bit-identical to the model (seed {seed}, input {source})")
+    if raw.get("report_file"):
+        with open(raw["report_file"], "w") as f:
+            json.dump({"ok": True, "seed": seed, "input": source, "density": density if ds is None else None,
+                       "batch_size": B, "geometry": raw["geometry"], "samples": samples_out,
+                       "updates": updates_out, "wall_s": wall_train,
+                       "sim_cycles": int(sim_train // 10), "config": raw["config"]}, f, indent=1)
     dut._log.info("sample events nnz(dv) fwd_phase bwd_phase bp_cycles bp_alone wg_cycles wg_stalls")
     for r in report:
         dut._log.info("  ".join(str(v) for v in r))
@@ -356,6 +413,28 @@ def _run(lanes, T, B, rounding, batches, seed, gain=1.0, layers=(64, 10)):
     run_cocotb(name="core", component=lambda: Core(cfg, geom), test_module=__name__,
                cfg=cfg, geometry=geom,
                params={"seeds": [seed], "batches": batches, "gain": gain})
+
+
+def test_core_hidden_layer():
+    """A hidden-layer core: ds from above through ds_in instead of the label."""
+    cfg = Config().replace(network={"layers": [24, 12], "timesteps": 4}, hardware={"lanes": 4},
+                           train={"batch_size": 2, "seed": 5})
+    geom = CoreGeometry(n_in=24, n_neurons=12, timesteps=4, lanes=4, output_layer=False)
+    run_cocotb(name="core", component=lambda: Core(cfg, geom), test_module=__name__,
+               cfg=cfg, geometry=geom,
+               params={"seeds": [5], "batches": 2, "input": "random", "density": 0.3})
+
+
+def run_core_sim(cfg, *, seed=0, samples=4, source="digits", density=0.2, waves=None,
+                 report_file=None, run_name=None):
+    """Train the output layer of ``cfg`` on one simulated Core; used by ``spikeforge sim core``
+    and bench/bench_core.py. Raises AssertionError on the first mismatch."""
+    geom = CoreGeometry.from_config(cfg)
+    single = cfg.replace(network={"layers": [geom.n_in, geom.n_neurons]})
+    run_cocotb(name="core", component=lambda: Core(single, geom), test_module=__name__,
+               cfg=single, geometry=geom, waves=waves, run_name=run_name,
+               params={"seeds": [seed], "samples": samples, "input": source, "density": density,
+                       "report_file": str(report_file) if report_file else None})
 
 
 @pytest.mark.parametrize("lanes,T,B,rounding,batches,seed", [

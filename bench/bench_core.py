@@ -1,0 +1,90 @@
+"""Cycles of one simulated Core per training sample at several input spike densities.
+
+Runs the bit-exact core simulation (tests/test_core.py through ``run_core_sim``: every
+transaction is checked against the model, so a number printed here comes from a run that
+matched) on Bernoulli input spikes of each density and prints, per density:
+
+* ``cycles/sample``: measured forward + backward phase cycles per training sample, and the
+  update phase amortised over the mini-batch;
+* ``dense``: the same schedule if every input spiked at every step and every dv were
+  non-zero (``model/perf.py``), and ``dense/meas`` (the sparsity gain);
+* ``ideal``: useful work / P (FP work plus the larger of BP and WG work, which run
+  concurrently), and ``meas/ideal`` (schedule overhead over the ideal);
+* ``overlap``: the fraction of the shorter of BP and WG hidden under the longer one,
+  ``(bp + wg - backward phase) / min(bp, wg)``;
+* ``sim cyc/s``: simulated cycles per wall-clock second under cocotb (host loading included).
+
+    python bench/bench_core.py [--config FILE|PRESET] [--densities 0.02,0.1,0.3] [--samples 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+
+def dense_cycles(geom):
+    from spikeforge.model import perf
+
+    P, T, N, n_in = geom.lanes, geom.timesteps, geom.n_neurons, geom.n_in
+    lens = [perf.wg_lane_lengths([1] * N, P)] * T
+    bwd = perf.core_backward_schedule(geom.blocks, geom.col_blocks, [N] * T, [n_in] * T, lens)["phase"]
+    return perf.core_forward_cycles([n_in] * T, N, P) + bwd
+
+
+def summarise(rep, geom):
+    P = geom.lanes
+    s = rep["samples"]
+    n = len(s)
+    meas = sum(x["fwd_phase"] + x["bwd_phase"] for x in s) / n
+    upd = sum(u["upd_phase"] for u in rep["updates"]) / n
+    ideal = sum(x["fp_work"] / P + max(x["bp_work"], x["wg_work"]) / P for x in s) / n
+    ov = [(x["bp_cycles"] + x["wg_cycles"] - x["bwd_phase"]) / max(1, min(x["bp_cycles"], x["wg_cycles"]))
+          for x in s]
+    dens = sum(sum(x["events"]) for x in s) / (n * geom.timesteps * geom.n_in)
+    nnz = sum(sum(x["nnz_dv"]) for x in s) / (n * geom.timesteps * geom.n_neurons)
+    return {"density": dens, "dv_density": nnz, "cycles": meas, "update": upd, "dense": dense_cycles(geom),
+            "ideal": ideal, "overlap": sum(ov) / n,
+            "sim_cps": rep["sim_cycles"] / rep["wall_s"] if rep.get("wall_s") else float("nan")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=None, help="YAML config or preset (default: 64->10 digits-like)")
+    ap.add_argument("--densities", default="0.02,0.05,0.1,0.2,0.4")
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write the rows as JSON")
+    args = ap.parse_args(argv)
+
+    from spikeforge.gen.config import Config, load_config
+    from spikeforge.rtl.geometry import CoreGeometry
+    from spikeforge.tests.test_core import run_core_sim
+
+    cfg = load_config(args.config) if args.config else Config().replace(
+        network={"layers": [64, 10], "timesteps": 8}, train={"batch_size": 4})
+    geom = CoreGeometry.from_config(cfg)
+    rows = []
+    for d in [float(x) for x in args.densities.split(",")]:
+        rep_file = Path(tempfile.mkstemp(suffix=".json")[1])
+        run_core_sim(cfg, seed=args.seed, samples=args.samples, source="random", density=d,
+                     report_file=rep_file, run_name=f"bench-d{d}")
+        row = summarise(json.loads(rep_file.read_text()), geom)
+        row["requested_density"] = d
+        rows.append(row)
+    print(f"core {geom.n_in} -> {geom.n_neurons}, T={geom.timesteps}, P={geom.lanes}, "
+          f"B={cfg.train.batch_size}, {args.samples} samples per density")
+    print(f"{'in dens':>7} {'dv dens':>7} {'cyc/sample':>10} {'+update':>8} {'dense':>7} {'dense/meas':>10} "
+          f"{'ideal':>7} {'meas/ideal':>10} {'overlap':>7} {'sim cyc/s':>9}")
+    for r in rows:
+        print(f"{r['density']:>7.3f} {r['dv_density']:>7.3f} {r['cycles']:>10.1f} {r['update']:>8.1f} "
+              f"{r['dense']:>7d} {r['dense'] / r['cycles']:>10.2f} {r['ideal']:>7.1f} "
+              f"{r['cycles'] / max(r['ideal'], 1e-9):>10.2f} {r['overlap']:>7.2f} {r['sim_cps']:>9.0f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
