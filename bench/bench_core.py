@@ -61,6 +61,7 @@ def main(argv=None):
 
     from spikeforge.gen.config import Config, load_config
     from spikeforge.rtl.geometry import CoreGeometry
+    from spikeforge.sim.cli import stdout_to_stderr
     from spikeforge.tests.test_core import run_core_sim
 
     cfg = load_config(args.config) if args.config else Config().replace(
@@ -69,8 +70,9 @@ def main(argv=None):
     rows = []
     for d in [float(x) for x in args.densities.split(",")]:
         rep_file = Path(tempfile.mkstemp(suffix=".json")[1])
-        run_core_sim(cfg, seed=args.seed, samples=args.samples, source="random", density=d,
-                     report_file=rep_file, run_name=f"bench-d{d}")
+        with stdout_to_stderr():      # simulator chatter to stderr, the table to stdout
+            run_core_sim(cfg, seed=args.seed, samples=args.samples, source="random", density=d,
+                         report_file=rep_file, run_name=f"bench-d{d}")
         row = summarise(json.loads(rep_file.read_text()), geom)
         row["requested_density"] = d
         rows.append(row)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["add_sim_parser", "cmd_sim_core"]
+__all__ = ["add_sim_parser", "cmd_sim_core", "stdout_to_stderr", "format_report"]
 
 
 def _positive(text: str) -> int:
@@ -77,6 +78,24 @@ def _load_cfg(spec):
     return load_config(spec)
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send everything written to stdout -- by Python and by subprocesses such as the
+    simulator, which write to file descriptor 1 -- to stderr while the block runs."""
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    os.dup2(2, 1)
+    old = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = old
+        sys.stdout.flush()
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+
+
 def cmd_sim_core(args, out: TextIO) -> int:
     """Run ``sim core``; results on ``out``, progress and simulator output on stderr."""
     from ..rtl.geometry import CoreGeometry
@@ -92,25 +111,14 @@ def cmd_sim_core(args, out: TextIO) -> int:
     report = Path(args.report) if args.report else Path(tempfile.mkstemp(suffix=".json")[1])
     print(f"sim core: {geom.n_in} -> {geom.n_neurons}, T={geom.timesteps}, P={geom.lanes}, "
           f"B={cfg.train.batch_size}, {args.samples} samples, input {source}", file=sys.stderr)
-    # the runner's and the simulator's chatter go to stderr (the simulator is a subprocess
-    # that writes to file descriptor 1, so redirect the descriptor, not just sys.stdout)
-    sys.stdout.flush()
-    saved_fd = os.dup(1)
-    os.dup2(2, 1)
-    old = sys.stdout
-    sys.stdout = sys.stderr
     try:
-        run_core_sim(cfg, seed=args.seed, samples=args.samples, source=source, density=args.density,
-                     waves=args.waves or None, report_file=report, run_name=f"cli-seed{args.seed}")
+        with stdout_to_stderr():
+            run_core_sim(cfg, seed=args.seed, samples=args.samples, source=source, density=args.density,
+                         waves=args.waves or None, report_file=report, run_name=f"cli-seed{args.seed}")
         ok = True
     except AssertionError as e:
         print(f"sim core: MISMATCH: {e}", file=sys.stderr)
         ok = False
-    finally:
-        sys.stdout = old
-        sys.stdout.flush()
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
     if not ok:
         out.write("FAIL: the core differs from the model (first mismatch on stderr)\n")
         return 1
