@@ -452,6 +452,7 @@ def test_core_train(lanes, T, B, rounding, batches, seed):
 @pytest.mark.parametrize("lanes,T,B,rounding,batches,seed", [
     pytest.param(8, 8, 4, "stochastic", 3, 3, id="P8-T8-B4-stochastic"),
     pytest.param(1, 1, 2, "nearest", 3, 4, id="P1-T1-B2-nearest"),
+    pytest.param(4, 8, 8, "nearest", 8, 6, id="P4-T8-B8-nearest-64samples"),
 ])
 def test_core_train_slow(lanes, T, B, rounding, batches, seed):
     _run(lanes, T, B, rounding, batches, seed)
