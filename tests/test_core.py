@@ -190,7 +190,7 @@ class SampleScoreboard:
                 gh = to_signed(int(self.h_p[q].value), self.mb)
                 assert gh == hs[q], f"{w} t={t} neuron={i}: h {gh} != model {hs[q]}"
             self.bi += 1
-        if int(dut.spikes_out__valid.value):
+        if int(dut.spikes_out__valid.value) and int(dut.spikes_out__ready.value):
             t, b, sp = unpack(int(dut.spikes_out__payload.value), [tb.tw, tb.bw, P])
             assert self.wi < len(self.words), f"{w}: extra spike word t={t} b={b}"
             assert (t, b, sp) == self.words[self.wi], (
@@ -251,6 +251,18 @@ async def core_train(dut):
     dut.err_out__ready.value = 1
     await reset(dut)
     tb = CoreTB(dut, cfg, geom)
+    # optional random back-pressure on spikes_out (ready changes right after rising edges,
+    # so what a falling edge samples is what the next rising edge commits)
+    ready_p = float(p.raw.get("spikes_ready_p", 1.0))
+    if ready_p < 1.0:
+        import cocotb as _cocotb
+
+        async def _backpressure(rng=random.Random(p.seeds[0])):
+            while True:
+                await RisingEdge(dut.clk)
+                dut.spikes_out__ready.value = 1 if rng.random() < ready_p else 0
+
+        _cocotb.start_soon(_backpressure())
 
     import json
     import time
@@ -288,6 +300,7 @@ async def core_train(dut):
 
     G = [[0] * n_in for _ in range(N)]
     report, samples_out, updates_out = [], [], []
+    total_fp_stalls = 0
     order = torch.randperm(ds.x_train.shape[0], generator=gen) if ds is not None else None
     sample_no = 0
     for batch in range(batches):
@@ -324,8 +337,12 @@ async def core_train(dut):
             lens = [perf.wg_lane_lengths(tr.dv[k, t].tolist(), P) for t in range(T)]
             exp_fp = perf.fp_cycles(events, N, P)
             assert c["fp_cycles"] == exp_fp, f"{where}: fp cycles {c['fp_cycles']} != perf {exp_fp}"
-            assert c["fwd_phase"] == perf.core_forward_cycles(events, N, P), \
-                f"{where}: forward phase {c['fwd_phase']} != perf {perf.core_forward_cycles(events, N, P)}"
+            # back-pressure on spikes_out freezes FP: those cycles are in fp_stalls, not fp_cycles
+            exp_fwd = perf.core_forward_cycles(events, N, P) + c["fp_stalls"]
+            assert c["fwd_phase"] == exp_fwd, f"{where}: forward phase {c['fwd_phase']} != perf {exp_fwd}"
+            if ready_p >= 1.0:
+                assert c["fp_stalls"] == 0, f"{where}: FP stalled without back-pressure"
+            total_fp_stalls += c["fp_stalls"]
             assert c["fp_work"] == perf.fp_work(events, N), f"{where}: fp work {c['fp_work']}"
             exp_wg = perf.wg_cycles(events, lens)
             assert c["wg_cycles"] == exp_wg, f"{where}: wg cycles {c['wg_cycles']} != perf {exp_wg}"
@@ -376,6 +393,9 @@ async def core_train(dut):
         updates_out.append({"batch": batch, "upd_cycles": c["upd_cycles"], "upd_phase": c["upd_phase"],
                             "upd_work": c["upd_work"]})
     wall_train, sim_train = time.monotonic() - wall0, get_sim_time("ns") - sim0
+    if ready_p < 1.0:
+        assert total_fp_stalls > 0, "back-pressure on spikes_out never stalled FP"
+        dut._log.info(f"spikes_out back-pressure: FP frozen for {total_fp_stalls} cycles in total")
     # read back every weight
     mask = (1 << cfg.arithmetic.weight_bits) - 1
     for i in range(N):
@@ -416,6 +436,16 @@ def _run(lanes, T, B, rounding, batches, seed, gain=1.0, layers=(64, 10)):
     run_cocotb(name="core", component=lambda: Core(cfg, geom), test_module=__name__,
                cfg=cfg, geometry=geom,
                params={"seeds": [seed], "batches": batches, "gain": gain})
+
+
+def test_core_spikes_backpressure():
+    """Random back-pressure on spikes_out: FP freezes, nothing is lost or repeated."""
+    cfg = Config().replace(network={"layers": [64, 10], "timesteps": 4}, hardware={"lanes": 4},
+                           train={"batch_size": 2, "seed": 7})
+    geom = CoreGeometry.from_config(cfg)
+    run_cocotb(name="core", component=lambda: Core(cfg, geom), test_module=__name__,
+               cfg=cfg, geometry=geom,
+               params={"seeds": [7], "batches": 2, "gain": 1.5, "spikes_ready_p": 0.5})
 
 
 def test_core_hidden_layer():
