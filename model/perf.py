@@ -5,6 +5,7 @@ and lane) it predicts the cycles of every phase of every engine; the RTL tests a
 that the RTL's cycle counters equal these predictions exactly.
 """
 
+
 # ------------------------------------------------------------------------------ WG engine
 def wg_lane_lengths(dv_t, lanes: int) -> list[int]:
     """Length of each of the ``lanes`` per-lane dv lists of one timestep.
@@ -154,7 +155,6 @@ def core_backward_cycles(bp_cycles: int, wg_cycles: int, wg_stalls: int) -> int:
     (stalls: waiting for BP's lists) and shows ``done`` in its last busy cycle; BP shows
     ``done`` the cycle after its last busy cycle."""
     return max(bp_cycles + 1, wg_cycles + wg_stalls) + 1
-
 
 
 def core_backward_schedule(n_blocks: int, col_blocks: int, nnz_per_t, events_per_t,
