@@ -36,7 +36,7 @@ def random_config(rng: random.Random, wide: bool = False) -> Config:
     T = rng.randint(1, 6)
     B = rng.randint(1, 4)
     if wide:    # exercises the int64 (not float64) path of exact_matmul
-        wb, dvb, eb, mb = rng.randint(20, 24), rng.randint(20, 24), rng.randint(20, 24), rng.randint(30, 40)
+        wb, dvb, eb, mb = rng.randint(24, 28), rng.randint(24, 28), rng.randint(20, 24), rng.randint(30, 40)
     else:
         wb, dvb, eb, mb = rng.randint(3, 12), rng.randint(3, 12), rng.randint(3, 12), rng.randint(4, 16)
     threshold = rng.choice([
