@@ -325,13 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
     t.set_defaults(func=cmd_train)
 
-    # `spikeforge sim ...` lives with the testbenches (sim/cli.py); offered once it exists.
-    try:
-        from spikeforge.sim.cli import add_sim_parser
-    except ImportError:
-        pass
-    else:
-        add_sim_parser(sub)
+    # `spikeforge sim ...` lives with the testbenches (sim/cli.py).
+    from spikeforge.sim.cli import add_sim_parser
+
+    add_sim_parser(sub)
     return p
 
 

@@ -193,8 +193,7 @@ def test_train_quiet_is_silent_on_stderr():
     assert r.stdout.splitlines()[-1].startswith("test accuracy: ")
 
 
-def test_sim_usage_error_when_sim_cli_exists():
-    pytest.importorskip("spikeforge.sim.cli")
+def test_sim_usage_error():
     assert_user_error(run("sim", "core", "--samples", "0"), "--samples")
 
 

@@ -164,7 +164,8 @@ def test_preset_contents():
 
 
 def test_presets_match_dataset_inputs():
-    data = pytest.importorskip("spikeforge.model.data")
+    from spikeforge.model import data
+
     for name in PRESETS:
         cfg = load_config(name)
         assert cfg.network.layers[0] == data.DATASET_INPUTS[cfg.train.dataset], name
