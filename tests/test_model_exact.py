@@ -1,6 +1,6 @@
 """The vectorised fixed-point model equals the naive scalar model bit for bit.
 
-Hundreds of random small networks, inputs and number formats (random widths, shifts, T,
+A thousand random small networks, inputs and number formats (random widths, shifts, T,
 batch, spike densities 0..1, weights up to saturation, thresholds anywhere in the membrane
 range, both roundings), two training steps each (so the updated weights and the persisting
 xorshift32 states are used again). Every intermediate value is compared: current, v, s,
@@ -26,7 +26,7 @@ from spikeforge.model.snn import FixedPointSNN
 
 from .naive_model import Naive, params_of
 
-CASES = int(os.environ.get("SPIKEFORGE_EXACT_CASES", "300"))
+CASES = int(os.environ.get("SPIKEFORGE_EXACT_CASES", "1000"))
 MASTER_SEED = 20260522
 
 
