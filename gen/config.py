@@ -18,7 +18,7 @@ from typing import Any
 __all__ = [
     "ConfigError", "NetworkConfig", "NeuronConfig", "ArithmeticConfig", "TrainConfig",
     "HardwareConfig", "Config", "load_config", "config_from_dict", "preset_path", "PRESETS",
-    "BOARDS", "DATASETS",
+    "BOARDS", "DATASETS", "WG_DATAFLOWS",
 ]
 
 #: Boards the FPGA flow knows (name -> one-line description). The build flow owns the
@@ -29,6 +29,9 @@ BOARDS = {
     "ulx3s-25f": "Radiona ULX3S, Lattice ECP5 LFE5U-25F",
     "icebreaker": "1BitSquared iCEBreaker, Lattice iCE40 UP5K",
 }
+
+#: Weight-gradient dataflows of the WG engine (``hardware.wg_dataflow``).
+WG_DATAFLOWS = ("accumulate", "inplace")
 
 #: Data sets that ship inside installed packages (never downloaded at run time).
 DATASETS = ("digits", "mnist")
@@ -186,6 +189,14 @@ class HardwareConfig:
     max_inputs: int = 1024
     #: Largest number of neurons one core holds.
     max_neurons: int = 128
+    #: Weight-gradient dataflow of the WG engine (docs/core.md, "Weight-gradient dataflows"):
+    #: "accumulate" sums G[i, j] += dv_i per input spike into a gradient memory (P banks of
+    #: NB*n_in words of grad_bits, as big as W) concurrently with BP, and a separate update
+    #: pass applies the mini-batch; "inplace" keeps no gradient memory: it stores the input
+    #: spikes as T bits per input and dv as T*N*dv_bits, and after BP has read W forms each
+    #: G[i, j] = sum_t dv[t][i] x[t][j] and updates W in place (train.batch_size must be 1;
+    #: the BP/WG overlap is given up).
+    wg_dataflow: str = "accumulate"
 
     def validate(self) -> None:
         _int("hardware.cores", self.cores, 1, 1024)
@@ -194,6 +205,7 @@ class HardwareConfig:
             raise ConfigError(f"hardware.lanes: {self.lanes} is not a power of two, allowed 1, 2, 4, 8, ...")
         _int("hardware.max_inputs", self.max_inputs, 1, 65536)
         _int("hardware.max_neurons", self.max_neurons, 1, 65536)
+        _choice("hardware.wg_dataflow", self.wg_dataflow, WG_DATAFLOWS)
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,11 @@ class Config:
                 f"arithmetic.grad_bits: {a.grad_bits} is too narrow for dv_bits={a.dv_bits} summed over "
                 f"timesteps*batch_size={self.network.timesteps * self.train.batch_size} values, need >= {need}")
         self._cross_checks()
+        if self.hardware.wg_dataflow == "inplace" and self.train.batch_size != 1:
+            raise ConfigError(
+                f"hardware.wg_dataflow: 'inplace' updates every weight after each sample, so it needs "
+                f"train.batch_size=1, got train.batch_size={self.train.batch_size} (use 'accumulate' "
+                f"for mini-batches)")
         tc = self.target_count
         if tc > self.network.timesteps:
             raise ConfigError(

@@ -74,7 +74,19 @@ INVALID = [
     ("max-inputs-vs-fan-in", {"network": {"layers": [784, 128, 10]}, "hardware": {"max_inputs": 512}},
      ["hardware.max_inputs", "512", "784"]),
     ("max-neurons-zero", {"hardware": {"max_neurons": 0}}, ["hardware.max_neurons", "0"]),
+    ("wg-dataflow-unknown", {"hardware": {"wg_dataflow": "streaming"}},
+     ["hardware.wg_dataflow", "'streaming'", "accumulate", "inplace"]),
+    ("wg-dataflow-not-string", {"hardware": {"wg_dataflow": 1}}, ["hardware.wg_dataflow", "1", "accumulate"]),
+    ("wg-dataflow-inplace-batch", {"hardware": {"wg_dataflow": "inplace"}, "train": {"batch_size": 4}},
+     ["hardware.wg_dataflow", "'inplace'", "train.batch_size=1", "train.batch_size=4"]),
 ]
+
+
+def test_wg_dataflow_default_and_inplace():
+    assert Config().hardware.wg_dataflow == "accumulate"
+    cfg = config_from_dict({"hardware": {"wg_dataflow": "inplace"}, "train": {"batch_size": 1}})
+    assert cfg.hardware.wg_dataflow == "inplace"
+    assert config_from_dict(cfg.to_dict()) == cfg
 
 
 @pytest.mark.parametrize("data,needles", [pytest.param(d, n, id=i) for i, d, n in INVALID])
