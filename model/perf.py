@@ -199,3 +199,69 @@ def core_backward_schedule(n_blocks: int, col_blocks: int, nnz_per_t, events_per
     out = {"bp_cycles": bp, "wg_cycles": wg_busy - stalls, "wg_stalls": stalls}
     out["phase"] = core_backward_cycles(bp, out["wg_cycles"], stalls)
     return out
+
+
+# ----------------------------------------------- the in-place weight-gradient dataflow
+def inplace_capture_cycles(events_per_t) -> int:
+    """Cycles of the in-place WG engine's capture of one sample (``WGEngine.cycles`` after
+    ``start`` with ``hardware.wg_dataflow: inplace``): it walks the event list once and sets
+    bit ``t`` of column ``j`` for every event, ``T + sum_t events(t) + 1`` (one cycle per
+    timestep to read its offset, one per event, one to write the last bit). It runs
+    concurrently with BP; the dv history is written from BP's ``dvw`` at no cost."""
+    return len(events_per_t) + sum(int(e) for e in events_per_t) + 1
+
+
+def inplace_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
+    """Cycles of the in-place update (``WGEngine.cycles`` after ``start_update``): one column
+    slice per cycle, ``G`` of the slice formed from the histories in the same cycle, exactly
+    as :func:`update_cycles`: ``NB * n_in + 2``."""
+    return update_cycles(n_in, n_neurons, lanes)
+
+
+def core_inplace_backward_cycles(n_blocks: int, col_blocks: int, nnz_per_t, events_per_t) -> dict:
+    """Predicted backward phase of the Core in the in-place dataflow.
+
+    BP runs alone: its lists are accepted the cycle they are valid and released one cycle
+    later (:func:`bp_cycles` with ``release_delay=1``); WG captures the input spikes
+    concurrently (:func:`inplace_capture_cycles`, never waits: ``wg_stalls`` = 0). Returns
+    ``bp_cycles``, ``wg_cycles``, ``wg_stalls`` and ``phase`` (:func:`core_backward_cycles`)."""
+    bp = bp_cycles(n_blocks, col_blocks, nnz_per_t, release_delay=1)
+    wg = inplace_capture_cycles(events_per_t)
+    return {"bp_cycles": bp, "wg_cycles": wg, "wg_stalls": 0,
+            "phase": core_backward_cycles(bp, wg, 0)}
+
+
+def core_inplace_sample_cycles(n_in: int, n_neurons: int, lanes: int, nnz_per_t, events_per_t) -> dict:
+    """Cycles of one ``train`` command of the Core in the in-place dataflow, per phase:
+    forward (:func:`core_forward_cycles`), backward (:func:`core_inplace_backward_cycles`)
+    and update (:func:`core_update_cycles`), which the Core runs back to back."""
+    NB, JB = -(-n_neurons // lanes), -(-n_in // lanes)
+    fwd = core_forward_cycles(events_per_t, n_neurons, lanes)
+    bwd = core_inplace_backward_cycles(NB, JB, nnz_per_t, events_per_t)["phase"]
+    upd = core_update_cycles(n_in, n_neurons, lanes)
+    return {"forward": fwd, "backward": bwd, "update": upd, "total": fwd + bwd + upd}
+
+
+# ------------------------------------------------------------------ memory of each dataflow
+def wg_memory_bits(n_in: int, n_neurons: int, lanes: int, timesteps: int, dv_bits: int,
+                   grad_bits: int, dataflow: str) -> dict:
+    """Memory bits the weight-gradient dataflow adds to a core (beyond ``W``, the event list
+    and the S/M histories, which both dataflows share), as the RTL instantiates it.
+
+    accumulate: the gradient memory, ``P`` banks of ``NB*n_in`` words of ``grad_bits``, and
+    the BP -> WG dv lists, ``P`` banks of ``2*NB`` entries ``{b, dv}``.
+    inplace: the input-spike bits, ``n_in`` words of ``T`` bits, and the dv history, ``P``
+    banks of ``NB`` words of ``T*dv_bits``.
+    """
+    P, T = int(lanes), int(timesteps)
+    NB = -(-int(n_neurons) // P)
+    if dataflow == "accumulate":
+        bbits = max(1, (NB - 1).bit_length())
+        parts = {"grad_memory": P * NB * int(n_in) * int(grad_bits),
+                 "dv_lists": P * 2 * NB * (bbits + int(dv_bits))}
+    elif dataflow == "inplace":
+        parts = {"x_bits": int(n_in) * T, "dv_history": P * NB * T * int(dv_bits)}
+    else:
+        raise ValueError(f"wg_memory_bits: dataflow {dataflow!r}, expected 'accumulate' or 'inplace'")
+    parts["total"] = sum(parts.values())
+    return parts
