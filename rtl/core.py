@@ -34,6 +34,15 @@ forward = ``fp_cycles + 2`` (one cycle to start FP, one to see its registered ``
 update = ``update_cycles + 1`` (WG shows ``done`` in its last busy cycle), backward = from the
 start of BP and WG until both are done (``core_backward_schedule``: BP waits for WG's
 ``release`` when WG is the slower one, WG waits for BP's lists otherwise).
+
+Weight-gradient dataflow ``hardware.wg_dataflow`` (docs/core.md): ``accumulate`` as above;
+``inplace`` (batch size 1) has no gradient memory and no dv lists: ``train`` runs forward,
+backward (BP alone, its lists accepted and released at once; WG meanwhile writes the input
+spikes of the sample as bits and keeps BP's dv from ``dvw``) and then the in-place update
+(WG forms each column slice of ``G`` from those histories and writes ``W`` back), and
+answers after the update; all three phase counters are set. The ``update`` command does
+not exist in this dataflow: it is answered ``bad_op`` and changes nothing. Backward =
+``perf.core_inplace_backward_cycles``, update = ``update_cycles + 1`` as in accumulate.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from amaranth.lib.wiring import In, Out
 from .bp import BPEngine, dvw_layout, err_layout
 from .fp import FPEngine, count_bits, spike_word_layout, ubits
 from .geometry import CoreGeometry
-from .wg import WGEngine, dv_entry_layout, dv_list_depth
+from .wg import WGEngine, dv_entry_layout, dv_list_depth, inplace
 
 __all__ = ["Core", "OPS", "COUNTERS", "STATUS", "cmd_layout", "rsp_layout", "event_layout",
            "ds_layout"]
@@ -257,16 +266,19 @@ class Core(wiring.Component):
                 ]
 
         # ---------------------------------------------------------------- dv lists
-        for q in range(P):
-            mem = Memory(shape=dv_entry_layout(cfg, g), depth=dv_list_depth(g), init=[])
-            m.submodules[f"dvl{q}"] = mem
-            rp, wp = mem.read_port(), mem.write_port()
-            m.d.comb += [
-                wp.addr.eq(bp.dvl_waddr[q]), wp.data.eq(bp.dvl_wdata[q]), wp.en.eq(bp.dvl_we[q]),
-                rp.addr.eq(wg.dvl_raddr[q]), wg.dvl_rdata[q].eq(rp.data),
-            ]
+        # (accumulate only: the in-place WG keeps its own dv history, fed by BP's dvw)
+        ip = inplace(cfg)
+        if not ip:
+            for q in range(P):
+                mem = Memory(shape=dv_entry_layout(cfg, g), depth=dv_list_depth(g), init=[])
+                m.submodules[f"dvl{q}"] = mem
+                rp, wp = mem.read_port(), mem.write_port()
+                m.d.comb += [
+                    wp.addr.eq(bp.dvl_waddr[q]), wp.data.eq(bp.dvl_wdata[q]), wp.en.eq(bp.dvl_we[q]),
+                    rp.addr.eq(wg.dvl_raddr[q]), wg.dvl_rdata[q].eq(rp.data),
+                ]
         wiring.connect(m, bp.lists, wg.lists)
-        m.d.comb += bp.release.eq(wg.release)
+        m.d.comb += [bp.release.eq(wg.release), wg.dvw.eq(bp.dvw)]
 
         # ------------------------------------------------------- streams, monitors
         wiring.connect(m, fp.spikes, wiring.flipped(self.spikes_out))
@@ -352,8 +364,13 @@ class Core(wiring.Component):
                         m.d.sync += [phase.eq(FWD), phase_ctr.eq(0)]
                         m.next = "FWD_START"
                     with m.Case(OPS["update"]):
-                        m.d.sync += [phase.eq(UPD), phase_ctr.eq(0)]
-                        m.next = "UPD_START"
+                        if ip:
+                            # in place: train already updated W; there is no G to apply
+                            m.d.sync += respond(STATUS["bad_op"])
+                            m.next = "RSP"
+                        else:
+                            m.d.sync += [phase.eq(UPD), phase_ctr.eq(0)]
+                            m.next = "UPD_START"
                     with m.Case(OPS["read_counter"]):
                         arr = Array([counters[n] for n in COUNTERS])
                         with m.If(ci < len(COUNTERS)):
@@ -422,9 +439,13 @@ class Core(wiring.Component):
                     m.d.sync += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
                                  counters["wg_stalls"].eq(wg.stalls)]
                 with m.If(bp_fin & wg_fin):
-                    m.d.sync += [counters["bwd_phase"].eq(phase_ctr + 1), phase.eq(IDLE),
-                                 counters["samples"].eq(counters["samples"] + 1),
-                                 *respond(STATUS["ok"])]
+                    m.d.sync += [counters["bwd_phase"].eq(phase_ctr + 1),
+                                 counters["samples"].eq(counters["samples"] + 1)]
+                    if ip:
+                        # in place: BP has read every W it needs; update W now
+                        m.d.sync += [phase.eq(UPD), phase_ctr.eq(0)]
+                    else:
+                        m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
                     m.next = "BWD_LATCH"
             with m.State("BWD_LATCH"):
                 # WG's counters are final one cycle after its done (done is combinational)
@@ -432,7 +453,7 @@ class Core(wiring.Component):
                 m.d.sync += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
                              counters["wg_stalls"].eq(wg.stalls),
                              counters["bp_cycles"].eq(bp.cycles), counters["bp_work"].eq(bp.work)]
-                m.next = "RSP"
+                m.next = "UPD_START" if ip else "RSP"
             # ----------------------------------------------------------- update
             with m.State("UPD_START"):
                 m.d.comb += [busy.eq(1), wg.start_update.eq(1)]

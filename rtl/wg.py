@@ -47,20 +47,41 @@ written, ``N * n_in``.
 
 Scoreboard visibility: every ``G`` write is mirrored on ``g_we``/``g_waddr``/``g_wdata``
 (per bank); ``W`` write-backs are the shared ``w_we``/``w_waddr``/``w_wdata`` ports.
+
+**In-place dataflow** (``hardware.wg_dataflow: inplace``, batch size 1; docs/core.md
+"Weight-gradient dataflows"). No gradient memory is instantiated and the dv lists are not
+read. ``start`` instead *captures* the sample: it walks the event list (``t = 0 .. T-1``)
+and sets bit ``t`` of word ``j`` of the private input-spike memory (``n_in`` words of ``T``
+bits) for every event -- ``T + events + 1`` cycles (``perf.inplace_capture_cycles``),
+``work`` = events -- while every block's dv shown on the ``dvw`` input (BP's observation
+port) is written into the private dv history (lane bank ``q``, word ``b``, field ``t``).
+``lists`` is always ready and ``release`` follows each acceptance by one cycle, so BP runs
+as if alone. ``start_update`` (after BP is done: it overwrites ``W``) runs the update
+pass above unchanged -- same schedule, rounding, rng stepping and write-back, cycles
+``NB * n_in + 2`` -- except that ``G`` of the column slice comes from the histories in the
+same cycle: ``G_q = sum_{t: x[t][j]} dv[t][b*P + q]`` (exact, at most ``dv_bits +
+bits(T)`` wide, which the config keeps within ``grad_bits``), and the last block clears the
+input-spike word ``j`` for the next sample. ``g_we`` stays 0.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
+from .bp import dvw_layout
 from .geometry import CoreGeometry
 
 __all__ = ["WGEngine", "dv_entry_layout", "lists_layout", "dv_list_depth", "event_shapes",
-           "ubits"]
+           "ubits", "inplace"]
+
+
+def inplace(cfg) -> bool:
+    """True for the in-place weight-gradient dataflow (``hardware.wg_dataflow``)."""
+    return getattr(cfg.hardware, "wg_dataflow", "accumulate") == "inplace"
 
 
 def ubits(n: int) -> int:
@@ -119,6 +140,8 @@ class WGEngine(wiring.Component):
       ``rng_raddr`` (In), ``rng_rdata[P]`` (Out, the cycle after the address; only while
       idle). Present in both rounding modes; with ``nearest`` there is no memory behind
       them (writes are ignored, reads give 0).
+    * ``dvw`` (In, ``bp.dvw_layout``): BP's dv of every block; the in-place dataflow keeps
+      them (ignored by the accumulate dataflow).
     """
 
     def __init__(self, cfg, geom: CoreGeometry):
@@ -168,6 +191,7 @@ class WGEngine(wiring.Component):
             "rng_we": In(1).array(P),
             "rng_raddr": In(unsigned(ubits(NB))),
             "rng_rdata": Out(32).array(P),
+            "dvw": In(dvw_layout(cfg, geom)),
         })
 
     # ------------------------------------------------------------------------------------
@@ -184,20 +208,35 @@ class WGEngine(wiring.Component):
         m = Module()
         cfg, g = self.cfg, self.geom
         a = cfg.arithmetic
-        P, NB, n_in, N = g.lanes, g.blocks, g.n_in, g.n_neurons
+        P, NB, n_in, N, T = g.lanes, g.blocks, g.n_in, g.n_neurons, g.timesteps
         depth = g.weight_depth
-        gb, wb = a.grad_bits, a.weight_bits
+        gb, wb, dvb = a.grad_bits, a.weight_bits, a.dv_bits
         lb = (P - 1).bit_length()  # bits of j mod P
         stochastic = a.rounding == "stochastic"
+        ip = inplace(cfg)
 
         # ---------------------------------------------------------------- private memories
-        gmem, g_rd, g_wr = [], [], []
-        for k in range(P):
-            mem = Memory(shape=signed(gb), depth=depth, init=[])
-            m.submodules[f"g{k}"] = mem
-            gmem.append(mem)
-            g_rd.append(mem.read_port())          # synchronous, not transparent
-            g_wr.append(mem.write_port())
+        # (depth >= 2: a depth-1 memory has a 0-bit address, which lints as [-1:0])
+        if not ip:
+            # accumulate: the gradient memory, P skewed banks like W
+            g_rd, g_wr = [], []
+            for k in range(P):
+                mem = Memory(shape=signed(gb), depth=depth, init=[])
+                m.submodules[f"g{k}"] = mem
+                g_rd.append(mem.read_port())          # synchronous, not transparent
+                g_wr.append(mem.write_port())
+        else:
+            # in place: input spikes as T bits per column (bit t = x[t][j]) and dv of every
+            # (t, neuron): lane bank q, address b, dv of t in bits t*dv_bits.. (dv history)
+            xmem = Memory(shape=unsigned(T), depth=max(n_in, 2), init=[])
+            m.submodules.xbits = xmem
+            x_rd, x_wr = xmem.read_port(), xmem.write_port(granularity=1)
+            dvh_rd, dvh_wr = [], []
+            for q in range(P):
+                mem = Memory(shape=unsigned(T * dvb), depth=max(NB, 2), init=[])
+                m.submodules[f"dvh{q}"] = mem
+                dvh_rd.append(mem.read_port())
+                dvh_wr.append(mem.write_port(granularity=dvb))
         if stochastic:
             rng_rd, rng_wr = [], []
             for q in range(P):
@@ -245,6 +284,7 @@ class WGEngine(wiring.Component):
         u1_valid = Signal()
         u1_addr = Signal(unsigned(ubits(depth)))
         u1_jlow = Signal(max(lb, 1))
+        u1_j = Signal(unsigned(ubits(n_in)))
         u1_last_block = Signal()
         m.d.sync += u1_valid.eq(u_issue)
 
@@ -268,60 +308,100 @@ class WGEngine(wiring.Component):
         with m.If(pf_pending):
             m.d.sync += [lo.eq(self.ev_start_rdata), pf_pending.eq(0)]
 
+        # in place, capture: x bits of the event being written (the cycle after its read)
+        xw_valid = Signal()
+        xw_t = Signal(unsigned(ubits(T)))
+        m.d.sync += xw_valid.eq(0)
+
         with m.FSM(name="wg_fsm"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += self.ev_start_raddr.eq(g.timesteps)
                     m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0)]
-                    m.next = "PREFETCH"
+                    if ip:
+                        # capture: walk the event list t = 0 .. T-1 (ev_start[1] first)
+                        m.d.comb += self.ev_start_raddr.eq(1)
+                        m.d.sync += [t_cur.eq(0), e.eq(0)]
+                        m.next = "X_T"
+                    else:
+                        m.d.comb += self.ev_start_raddr.eq(g.timesteps)
+                        m.next = "PREFETCH"
                 with m.Elif(self.start_update):
                     m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0),
                                  ub.eq(0), uj.eq(0), ua.eq(0)]
                     m.next = "U_INIT"
 
-            # ---------------------------------------------------------------- accumulate
-            with m.State("PREFETCH"):
-                # ev_start[T] arrives; fetch ev_start[T-1]
-                m.d.comb += [busy.eq(1), count.eq(1), self.ev_start_raddr.eq(g.timesteps - 1)]
-                m.d.sync += [hi.eq(self.ev_start_rdata), pf_pending.eq(1)]
-                m.next = "WAIT"
-            with m.State("WAIT"):
-                m.d.comb += [busy.eq(1), self.lists.ready.eq(1),
-                             self.ev_start_raddr.eq(self.lists.payload.t - 1)]
-                with m.If(self.lists.valid):
-                    m.d.comb += count.eq(1)
-                    m.d.sync += [t_cur.eq(self.lists.payload.t), lens.eq(self.lists.payload.len),
-                                 L.eq(lists_len_max), e.eq(lo_now), e_end.eq(hi), c.eq(0),
-                                 hi.eq(lo_now), pf_pending.eq(1)]   # next: ev_start[t-1]
-                    with m.If((lo_now != hi) & (lists_len_max != 0)):
-                        m.next = "RUN"
+            if ip:
+                # ---------------------------------------- in place: capture the input spikes
+                with m.State("X_T"):
+                    # ev_start[t+1] arrives: the events of t are e .. ev_start[t+1]-1
+                    m.d.comb += [busy.eq(1), count.eq(1)]
+                    m.d.sync += e_end.eq(self.ev_start_rdata)
+                    with m.If(e != self.ev_start_rdata):
+                        m.next = "X_RUN"
+                    with m.Elif(t_cur == T - 1):
+                        m.next = "X_DRAIN"
                     with m.Else():
-                        m.d.sync += release.eq(1)
-                        with m.If(self.lists.payload.t == 0):
-                            m.d.sync += drain.eq(0)
-                            m.next = "DRAIN"
-                with m.Else():
-                    m.d.sync += stalls.eq(stalls + 1)
-            with m.State("RUN"):
-                m.d.comb += [busy.eq(1), count.eq(1), issue.eq(1)]
-                with m.If(c == L - 1):
-                    m.d.sync += [c.eq(0), e.eq(e + 1)]
+                        m.d.comb += self.ev_start_raddr.eq(t_cur + 2)
+                        m.d.sync += t_cur.eq(t_cur + 1)
+                with m.State("X_RUN"):
+                    # one event per cycle: read its column, set bit t of that column next cycle
+                    m.d.comb += [busy.eq(1), count.eq(1)]
+                    m.d.sync += [e.eq(e + 1), xw_valid.eq(1), xw_t.eq(t_cur), work.eq(work + 1)]
                     with m.If(e + 1 == e_end):
-                        m.d.sync += release.eq(1)
-                        with m.If(t_cur == 0):
-                            m.d.sync += drain.eq(0)
-                            m.next = "DRAIN"
+                        with m.If(t_cur == T - 1):
+                            m.next = "X_DRAIN"
                         with m.Else():
-                            m.next = "WAIT"
-                with m.Else():
-                    m.d.sync += c.eq(c + 1)
-            with m.State("DRAIN"):
-                # 3 cycles: the last issue's G write happens in the third.
-                m.d.comb += [busy.eq(1), count.eq(1)]
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == 2):
-                    m.d.comb += self.done.eq(1)
+                            m.d.comb += self.ev_start_raddr.eq(t_cur + 2)
+                            m.d.sync += t_cur.eq(t_cur + 1)
+                            m.next = "X_T"
+                with m.State("X_DRAIN"):
+                    # the last event's bit is written
+                    m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
                     m.next = "IDLE"
+            else:
+                # ---------------------------------------------------------------- accumulate
+                with m.State("PREFETCH"):
+                    # ev_start[T] arrives; fetch ev_start[T-1]
+                    m.d.comb += [busy.eq(1), count.eq(1), self.ev_start_raddr.eq(g.timesteps - 1)]
+                    m.d.sync += [hi.eq(self.ev_start_rdata), pf_pending.eq(1)]
+                    m.next = "WAIT"
+                with m.State("WAIT"):
+                    m.d.comb += [busy.eq(1), self.lists.ready.eq(1),
+                                 self.ev_start_raddr.eq(self.lists.payload.t - 1)]
+                    with m.If(self.lists.valid):
+                        m.d.comb += count.eq(1)
+                        m.d.sync += [t_cur.eq(self.lists.payload.t), lens.eq(self.lists.payload.len),
+                                     L.eq(lists_len_max), e.eq(lo_now), e_end.eq(hi), c.eq(0),
+                                     hi.eq(lo_now), pf_pending.eq(1)]   # next: ev_start[t-1]
+                        with m.If((lo_now != hi) & (lists_len_max != 0)):
+                            m.next = "RUN"
+                        with m.Else():
+                            m.d.sync += release.eq(1)
+                            with m.If(self.lists.payload.t == 0):
+                                m.d.sync += drain.eq(0)
+                                m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += stalls.eq(stalls + 1)
+                with m.State("RUN"):
+                    m.d.comb += [busy.eq(1), count.eq(1), issue.eq(1)]
+                    with m.If(c == L - 1):
+                        m.d.sync += [c.eq(0), e.eq(e + 1)]
+                        with m.If(e + 1 == e_end):
+                            m.d.sync += release.eq(1)
+                            with m.If(t_cur == 0):
+                                m.d.sync += drain.eq(0)
+                                m.next = "DRAIN"
+                            with m.Else():
+                                m.next = "WAIT"
+                    with m.Else():
+                        m.d.sync += c.eq(c + 1)
+                with m.State("DRAIN"):
+                    # 3 cycles: the last issue's G write happens in the third.
+                    m.d.comb += [busy.eq(1), count.eq(1)]
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == 2):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
 
             # -------------------------------------------------------------------- update
             with m.State("U_INIT"):
@@ -341,40 +421,48 @@ class WGEngine(wiring.Component):
                 m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
 
-        # ------------------------------------------------------- accumulate: issue stage
-        buf = t_cur[0]
         m.d.comb += self.ev_addr_raddr.eq(e)
-        for q in range(P):
-            m.d.comb += [
-                self.dvl_raddr[q].eq(buf * NB + c),
-                issue_lanes[q].eq(c < lens[q]),
-            ]
-        with m.If(issue):
-            m.d.sync += work.eq(work + sum(issue_lanes[q] for q in range(P)))
+        if ip:
+            # -------------------------------------------- in place: histories and handshake
+            # BP's lists are not needed: accept each at once and release its buffer the
+            # next cycle (BP then runs as with an always-ready WG, release_delay 1).
+            m.d.comb += self.lists.ready.eq(1)
+            m.d.sync += release.eq(self.lists.valid)
+            m.d.comb += [x_wr.addr.eq(self.ev_addr_rdata), x_wr.data.eq((1 << T) - 1),
+                         x_wr.en.eq(Mux(xw_valid, 1 << xw_t, 0))]
+            for q in range(P):
+                m.d.comb += [dvh_wr[q].addr.eq(self.dvw.b),
+                             dvh_wr[q].data.eq(Cat(*([self.dvw.dv[q]] * T))),
+                             dvh_wr[q].en.eq(Mux(self.dvw.valid, 1 << self.dvw.t, 0))]
+            for k in range(P):
+                m.d.comb += [self.dvl_raddr[k].eq(0), self.g_waddr[k].eq(0),
+                             self.g_wdata[k].eq(0), self.g_we[k].eq(0)]
+        else:
+            # --------------------------------------------------- accumulate: issue stage
+            buf = t_cur[0]
+            for q in range(P):
+                m.d.comb += [
+                    self.dvl_raddr[q].eq(buf * NB + c),
+                    issue_lanes[q].eq(c < lens[q]),
+                ]
+            with m.If(issue):
+                m.d.sync += work.eq(work + sum(issue_lanes[q] for q in range(P)))
 
-        # ------------------------------------------------- S1: addresses, lane -> bank
-        j = self.ev_addr_rdata
-        jlow = Signal(max(lb, 1))              # j mod P
-        m.d.comb += jlow.eq(j)
-        lane_addr = [self.dvl_rdata[q].b * n_in + j for q in range(P)]
-        lane_dv = [self.dvl_rdata[q].dv for q in range(P)]
-        bank_lane_en = self._rotate([s1_lanes[q] for q in range(P)], jlow)
-        bank_addr = self._rotate(lane_addr, jlow)
-        bank_dv = self._rotate(lane_dv, jlow)
-        s2_en = [Signal(name=f"s2_en{k}") for k in range(P)]
-        s2_addr = [Signal(unsigned(ubits(depth)), name=f"s2_addr{k}") for k in range(P)]
-        s2_dv = [Signal(signed(a.dv_bits), name=f"s2_dv{k}") for k in range(P)]
-        for k in range(P):
-            m.d.sync += [s2_en[k].eq(s1_valid & bank_lane_en[k]), s2_addr[k].eq(bank_addr[k]),
-                         s2_dv[k].eq(bank_dv[k])]
-
-        # --------------------------------------------- S2: G read;  S3: add and write
-        s3_en = [Signal(name=f"s3_en{k}") for k in range(P)]
-        s3_addr = [Signal(unsigned(ubits(depth)), name=f"s3_addr{k}") for k in range(P)]
-        s3_dv = [Signal(signed(a.dv_bits), name=f"s3_dv{k}") for k in range(P)]
-        last_we = [Signal(name=f"fw_we{k}") for k in range(P)]
-        last_addr = [Signal(unsigned(ubits(depth)), name=f"fw_addr{k}") for k in range(P)]
-        last_data = [Signal(signed(gb), name=f"fw_data{k}") for k in range(P)]
+            # --------------------------------------------- S1: addresses, lane -> bank
+            j = self.ev_addr_rdata
+            jlow = Signal(max(lb, 1))              # j mod P
+            m.d.comb += jlow.eq(j)
+            lane_addr = [self.dvl_rdata[q].b * n_in + j for q in range(P)]
+            lane_dv = [self.dvl_rdata[q].dv for q in range(P)]
+            bank_lane_en = self._rotate([s1_lanes[q] for q in range(P)], jlow)
+            bank_addr = self._rotate(lane_addr, jlow)
+            bank_dv = self._rotate(lane_dv, jlow)
+            s2_en = [Signal(name=f"s2_en{k}") for k in range(P)]
+            s2_addr = [Signal(unsigned(ubits(depth)), name=f"s2_addr{k}") for k in range(P)]
+            s2_dv = [Signal(signed(a.dv_bits), name=f"s2_dv{k}") for k in range(P)]
+            for k in range(P):
+                m.d.sync += [s2_en[k].eq(s1_valid & bank_lane_en[k]), s2_addr[k].eq(bank_addr[k]),
+                             s2_dv[k].eq(bank_dv[k])]
 
         # update pipeline values per bank (U1 stage)
         u_r = [Signal(32, name=f"u_r{q}") for q in range(P)]          # lane order, U1
@@ -384,16 +472,51 @@ class WGEngine(wiring.Component):
         u_bank_ok = self._rotate([u_lane_ok[q] for q in range(P)], u1_jlow)
         u_bank_r = self._rotate(u_r, u1_jlow)
 
-        for k in range(P):
-            m.d.sync += [s3_en[k].eq(s2_en[k]), s3_addr[k].eq(s2_addr[k]), s3_dv[k].eq(s2_dv[k])]
-            old = Mux(last_we[k] & (last_addr[k] == s3_addr[k]), last_data[k], g_rd[k].data)
-            new = Signal(signed(gb), name=f"g_new{k}")
-            m.d.comb += new.eq(old + s3_dv[k])          # wraps at grad_bits: never overflows
-            m.d.sync += [last_we[k].eq(s3_en[k]), last_addr[k].eq(s3_addr[k]),
-                         last_data[k].eq(new)]
+        if ip:
+            # G of the column slice in U1, exactly: G_q = sum over t with x[t][j] = 1 of
+            # dv[t][b*P + q] (x bits of column j and dv history of block b read in U0);
+            # never wider than grad_bits (the config guarantees it), so no saturation.
+            xw = x_rd.data
+            u_g = []
+            for q in range(P):
+                terms = [Mux(xw[t], dvh_rd[q].data[t * dvb:(t + 1) * dvb].as_signed(), 0)
+                         for t in range(T)]
+                while len(terms) > 1:                 # balanced adder tree
+                    terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                             for i in range(0, len(terms), 2)]
+                gq = Signal(signed(arith.acc_width(dvb, T)), name=f"g_ip{q}")
+                m.d.comb += gq.eq(terms[0])
+                u_g.append(gq)
+            u_bank_g = self._rotate(u_g, u1_jlow)
+            # x bits: read column j in U0; the last block clears it for the next sample
+            m.d.comb += x_rd.addr.eq(uj)
+            with m.If(u1_valid & u1_last_block):
+                m.d.comb += [x_wr.addr.eq(u1_j), x_wr.data.eq(0), x_wr.en.eq((1 << T) - 1)]
+            for q in range(P):
+                m.d.comb += dvh_rd[q].addr.eq(ub)
+        else:
+            s3_en = [Signal(name=f"s3_en{k}") for k in range(P)]
+            s3_addr = [Signal(unsigned(ubits(depth)), name=f"s3_addr{k}") for k in range(P)]
+            s3_dv = [Signal(signed(a.dv_bits), name=f"s3_dv{k}") for k in range(P)]
+            last_we = [Signal(name=f"fw_we{k}") for k in range(P)]
+            last_addr = [Signal(unsigned(ubits(depth)), name=f"fw_addr{k}") for k in range(P)]
+            last_data = [Signal(signed(gb), name=f"fw_data{k}") for k in range(P)]
+            u_bank_g = [g_rd[k].data for k in range(P)]
 
-            # update datapath (U1): W and G read the cycle before, at u1_addr in every bank
-            gval = g_rd[k].data
+        for k in range(P):
+            if not ip:
+                # --------------------------------- S2: G read;  S3: add and write
+                m.d.sync += [s3_en[k].eq(s2_en[k]), s3_addr[k].eq(s2_addr[k]), s3_dv[k].eq(s2_dv[k])]
+                old = Mux(last_we[k] & (last_addr[k] == s3_addr[k]), last_data[k], g_rd[k].data)
+                new = Signal(signed(gb), name=f"g_new{k}")
+                m.d.comb += new.eq(old + s3_dv[k])          # wraps at grad_bits: never overflows
+                m.d.sync += [last_we[k].eq(s3_en[k]), last_addr[k].eq(s3_addr[k]),
+                             last_data[k].eq(new)]
+
+            # update datapath (U1), shared by both dataflows: W read the cycle before at
+            # u1_addr in every bank, G from the gradient memory (accumulate) or formed from
+            # the histories (in place); W = sat(W - round(G >> lr_shift))
+            gval = u_bank_g[k]
             if stochastic:
                 delta = arith.round_update(gval, a.lr_shift, u_bank_r[k])
             else:
@@ -403,23 +526,26 @@ class WGEngine(wiring.Component):
             u_we = u1_valid & u_bank_ok[k]
 
             m.d.comb += [
-                g_rd[k].addr.eq(Mux(u_issue, ua, s2_addr[k])),
                 self.w_raddr[k].eq(ua),
                 self.w_waddr[k].eq(u1_addr),
                 self.w_wdata[k].eq(w_new),
                 self.w_we[k].eq(u_we),
-                g_wr[k].addr.eq(Mux(u1_valid, u1_addr, s3_addr[k])),
-                g_wr[k].data.eq(Mux(u1_valid, 0, new)),
-                g_wr[k].en.eq(Mux(u1_valid, u_we, s3_en[k])),
-                self.g_waddr[k].eq(g_wr[k].addr),
-                self.g_wdata[k].eq(g_wr[k].data),
-                self.g_we[k].eq(g_wr[k].en),
             ]
+            if not ip:
+                m.d.comb += [
+                    g_rd[k].addr.eq(Mux(u_issue, ua, s2_addr[k])),
+                    g_wr[k].addr.eq(Mux(u1_valid, u1_addr, s3_addr[k])),
+                    g_wr[k].data.eq(Mux(u1_valid, 0, new)),
+                    g_wr[k].en.eq(Mux(u1_valid, u_we, s3_en[k])),
+                    self.g_waddr[k].eq(g_wr[k].addr),
+                    self.g_wdata[k].eq(g_wr[k].data),
+                    self.g_we[k].eq(g_wr[k].en),
+                ]
         with m.If(u1_valid):
             m.d.sync += work.eq(work + sum(u_bank_ok[k] for k in range(P)))
 
         # ------------------------------------------------------------- update: U0 stage
-        m.d.sync += [u1_addr.eq(ua), u1_last_block.eq(ub == NB - 1)]
+        m.d.sync += [u1_addr.eq(ua), u1_last_block.eq(ub == NB - 1), u1_j.eq(uj)]
         m.d.sync += u1_jlow.eq(uj)             # truncated: j mod P
         # rng: block b's states are read (address b) the cycle before its first column,
         # held in x_reg during the block and written back at its last column.

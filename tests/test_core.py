@@ -236,6 +236,16 @@ class SampleScoreboard:
         assert not left, f"{w}: gradient increments never written: {list(left.items())[:5]}"
 
 
+async def check_weights(tb, W, where):
+    """Read every weight back through ``read_w`` and compare with the model's."""
+    wb = tb.cfg.arithmetic.weight_bits
+    mask = (1 << wb) - 1
+    for i in range(tb.geom.n_neurons):
+        for j in range(tb.geom.n_in):
+            got = to_signed(await tb.ok("read_w", i, j) & mask, wb)
+            assert got == int(W[i, j]), f"{where}: read_w({i}, {j}) = {got} != model {int(W[i, j])}"
+
+
 # ------------------------------------------------------------------------------ the test
 @cocotb.test()
 async def core_train(dut):
@@ -295,8 +305,37 @@ async def core_train(dut):
     assert (await tb.command("nop"))[0] == STATUS["ok"]
     assert (await tb.command("status"))[0] == STATUS["ok"]
     assert (await tb.command(15))[0] == STATUS["bad_op"]
+    ip = cfg.hardware.wg_dataflow == "inplace"
+    if ip:
+        # in place: no G to apply, `update` is refused and changes nothing (W[0][0] below)
+        assert (await tb.command("update"))[0] == STATUS["bad_op"], "update not refused in place"
     assert int(await tb.ok("read_w", 0, 0)) & ((1 << cfg.arithmetic.weight_bits) - 1) == \
         int(W[0, 0]) & ((1 << cfg.arithmetic.weight_bits) - 1)
+
+    wa, wd = ports(dut, "mon_w_waddr", P), ports(dut, "mon_w_wdata", P)
+    wb = cfg.arithmetic.weight_bits
+
+    def w_monitor(W, seen, where, sb=None):
+        """Every W write-back equals the model's updated weight, each weight once; in place
+        also only after BP has shown every dv and error word (it has read the old W)."""
+        def mon(cycle):
+            we = int(dut.mon_w_we.value)
+            if not we:
+                return
+            if sb is not None:
+                assert sb.ei == len(sb.errs) and len(sb.dv_seen) == len(sb.dv), (
+                    f"{where} cycle={cycle}: W written before BP finished (error words "
+                    f"{sb.ei}/{len(sb.errs)}, dv blocks {len(sb.dv_seen)}/{len(sb.dv)})")
+            for kk in range(P):
+                if (we >> kk) & 1:
+                    i, j = decode_ij(geom, kk, int(wa[kk].value))
+                    val = to_signed(int(wd[kk].value), wb)
+                    assert i < N, f"{where} cycle={cycle}: padding row {i} written"
+                    assert (i, j) not in seen, f"{where}: W[{i}][{j}] written twice"
+                    assert val == int(W[i, j]), (f"{where} cycle={cycle}: W[{i}][{j}] "
+                                                 f"written {val} != model {int(W[i, j])}")
+                    seen.add((i, j))
+        return mon
 
     G = [[0] * n_in for _ in range(N)]
     report, samples_out, updates_out = [], [], []
@@ -330,7 +369,22 @@ async def core_train(dut):
             else:
                 await tb.load_ds(ds_up[k])
             sb = SampleScoreboard(tb, tr, k, G, where)
-            await tb.ok("train", monitor=sb.check)
+            if ip:
+                # no gradient memory: no G write may happen; W is updated within `train`
+                sb.pending = {}
+                model.update(traces)
+                W = model.weights[0]
+                seen = set()
+                wmon = w_monitor(W, seen, where, sb)
+
+                def both(cycle, sb=sb, wmon=wmon):
+                    sb.check(cycle)
+                    wmon(cycle)
+
+                await tb.ok("train", monitor=both)
+                assert len(seen) == N * n_in, f"{where}: {len(seen)} of {N * n_in} weights written"
+            else:
+                await tb.ok("train", monitor=sb.check)
             sb.finish()
             c = await tb.counters()
             nnz = perf.bp_nnz(tr.dv[k].tolist())
@@ -344,46 +398,57 @@ async def core_train(dut):
                 assert c["fp_stalls"] == 0, f"{where}: FP stalled without back-pressure"
             total_fp_stalls += c["fp_stalls"]
             assert c["fp_work"] == perf.fp_work(events, N), f"{where}: fp work {c['fp_work']}"
-            exp_wg = perf.wg_cycles(events, lens)
+            if ip:
+                exp_wg = perf.inplace_capture_cycles(events)
+                exp_wg_work = sum(events)
+            else:
+                exp_wg = perf.wg_cycles(events, lens)
+                exp_wg_work = perf.wg_work(events, lens)
             assert c["wg_cycles"] == exp_wg, f"{where}: wg cycles {c['wg_cycles']} != perf {exp_wg}"
-            assert c["wg_work"] == perf.wg_work(events, lens), f"{where}: wg work {c['wg_work']}"
+            assert c["wg_work"] == exp_wg_work, f"{where}: wg work {c['wg_work']} != {exp_wg_work}"
             assert c["bp_work"] == perf.bp_work(n_in, nnz), f"{where}: bp work {c['bp_work']}"
             bp_alone = perf.bp_cycles(geom.blocks, geom.col_blocks, nnz)
             assert c["bp_cycles"] >= bp_alone, f"{where}: bp cycles {c['bp_cycles']} < perf {bp_alone}"
             exp_bwd = perf.core_backward_cycles(c["bp_cycles"], c["wg_cycles"], c["wg_stalls"])
             assert c["bwd_phase"] == exp_bwd, f"{where}: backward phase {c['bwd_phase']} != {exp_bwd}"
-            sched = perf.core_backward_schedule(geom.blocks, geom.col_blocks, nnz, events, lens)
+            if ip:
+                sched = perf.core_inplace_backward_cycles(geom.blocks, geom.col_blocks, nnz, events)
+            else:
+                sched = perf.core_backward_schedule(geom.blocks, geom.col_blocks, nnz, events, lens)
             got = {k: c[k] for k in ("bp_cycles", "wg_cycles", "wg_stalls")}
             got["phase"] = c["bwd_phase"]
-            assert got == sched, f"{where}: backward phase {got} != perf.core_backward_schedule {sched}"
-            assert c["samples"] == k + 1
+            assert got == sched, f"{where}: backward phase {got} != perf schedule {sched}"
+            if ip:
+                assert c["upd_cycles"] == perf.inplace_update_cycles(n_in, N, P), \
+                    f"{where}: in-place update cycles {c['upd_cycles']}"
+                assert c["upd_phase"] == perf.core_update_cycles(n_in, N, P), \
+                    f"{where}: in-place update phase {c['upd_phase']}"
+                assert c["upd_work"] == N * n_in, f"{where}: in-place update work {c['upd_work']}"
+                exp_total = perf.core_inplace_sample_cycles(n_in, N, P, nnz, events)
+                got_total = {"forward": c["fwd_phase"], "backward": c["bwd_phase"],
+                             "update": c["upd_phase"]}
+                got_total["total"] = sum(got_total.values())
+                assert got_total == exp_total, f"{where}: sample {got_total} != perf {exp_total}"
+                assert c["samples"] == 0
+            else:
+                assert c["samples"] == k + 1
             report.append((sample_no, sum(events), sum(nnz), c["fwd_phase"], c["bwd_phase"],
                            c["bp_cycles"], bp_alone, c["wg_cycles"], c["wg_stalls"]))
             samples_out.append({"sample": sample_no, "batch": batch, "events": events, "nnz_dv": nnz,
                                 "lane_lengths": lens, **c, "bp_alone": bp_alone})
             sample_no += 1
+        if ip:
+            # W was updated within `train`; the weights must be the model's after every sample
+            if raw.get("readback_every_sample", True):
+                await check_weights(tb, W, f"seed={seed} batch={batch}")
+            updates_out.append({"batch": batch, "upd_cycles": c["upd_cycles"], "upd_phase": c["upd_phase"],
+                                "upd_work": c["upd_work"]})
+            continue
         # update: every write-back equals the model's new weight
         model.update(traces)
         W = model.weights[0]
         seen = set()
-        wa, wd = ports(dut, "mon_w_waddr", P), ports(dut, "mon_w_wdata", P)
-        wb = cfg.arithmetic.weight_bits
-
-        def upd_monitor(cycle, batch=batch):
-            we = int(dut.mon_w_we.value)
-            if not we:
-                return
-            for kk in range(P):
-                if (we >> kk) & 1:
-                    i, j = decode_ij(geom, kk, int(wa[kk].value))
-                    val = to_signed(int(wd[kk].value), wb)
-                    assert i < N, f"seed={seed} batch={batch} cycle={cycle}: padding row {i} written"
-                    assert (i, j) not in seen, f"seed={seed} batch={batch}: W[{i}][{j}] written twice"
-                    assert val == int(W[i, j]), (f"seed={seed} batch={batch} cycle={cycle}: W[{i}][{j}] "
-                                                 f"written {val} != model {int(W[i, j])}")
-                    seen.add((i, j))
-
-        await tb.ok("update", monitor=upd_monitor)
+        await tb.ok("update", monitor=w_monitor(W, seen, f"seed={seed} batch={batch}"))
         assert len(seen) == N * n_in, f"seed={seed} batch={batch}: {len(seen)} of {N * n_in} weights written"
         G = [[0] * n_in for _ in range(N)]
         c = await tb.counters()
@@ -397,12 +462,7 @@ async def core_train(dut):
         assert total_fp_stalls > 0, "back-pressure on spikes_out never stalled FP"
         dut._log.info(f"spikes_out back-pressure: FP frozen for {total_fp_stalls} cycles in total")
     # read back every weight
-    mask = (1 << cfg.arithmetic.weight_bits) - 1
-    for i in range(N):
-        for j in range(n_in):
-            got = await tb.ok("read_w", i, j)
-            assert to_signed(got & mask, cfg.arithmetic.weight_bits) == int(W[i, j]), \
-                f"seed={seed}: read_w({i}, {j}) = {to_signed(got & mask, cfg.arithmetic.weight_bits)} != model {int(W[i, j])}"
+    await check_weights(tb, W, f"seed={seed}")
     # inference: spike counts readable
     if ds is not None:
         x = rate_encode(ds.x_test[:1], T, gen, gain=raw.get("gain", 1.0))
@@ -428,9 +488,10 @@ async def core_train(dut):
 
 
 # ------------------------------------------------------------------------------- pytest side
-def _run(lanes, T, B, rounding, batches, seed, gain=1.0, layers=(64, 10)):
+def _run(lanes, T, B, rounding, batches, seed, gain=1.0, layers=(64, 10), dataflow="accumulate"):
     cfg = Config().replace(network={"layers": list(layers), "timesteps": T},
-                           hardware={"lanes": lanes}, train={"batch_size": B, "seed": seed},
+                           hardware={"lanes": lanes, "wg_dataflow": dataflow},
+                           train={"batch_size": B, "seed": seed},
                            arithmetic={"rounding": rounding})
     geom = CoreGeometry.from_config(cfg)
     run_cocotb(name="core", component=lambda: Core(cfg, geom), test_module=__name__,
@@ -486,3 +547,37 @@ def test_core_train(lanes, T, B, rounding, batches, seed):
 ])
 def test_core_train_slow(lanes, T, B, rounding, batches, seed):
     _run(lanes, T, B, rounding, batches, seed)
+
+
+# ------------------------------------------------ the in-place weight-gradient dataflow
+@pytest.mark.parametrize("lanes,T,rounding,samples,seed", [
+    pytest.param(4, 8, "stochastic", 4, 11, id="P4-T8-stochastic"),
+    pytest.param(2, 4, "nearest", 4, 12, id="P2-T4-nearest"),
+])
+def test_core_train_inplace(lanes, T, rounding, samples, seed):
+    """hardware.wg_dataflow = inplace: train = forward, backward, update in place; weights
+    bit-identical to the model after every sample, every write-back scoreboarded."""
+    _run(lanes, T, 1, rounding, samples, seed, dataflow="inplace")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes,T,rounding,samples,seed", [
+    pytest.param(1, 4, "stochastic", 4, 13, id="P1-T4-stochastic"),
+    pytest.param(8, 8, "nearest", 4, 14, id="P8-T8-nearest"),
+    pytest.param(8, 8, "stochastic", 3, 15, id="P8-T8-stochastic"),
+    pytest.param(4, 1, "nearest", 4, 16, id="P4-T1-nearest"),
+])
+def test_core_train_inplace_slow(lanes, T, rounding, samples, seed):
+    _run(lanes, T, 1, rounding, samples, seed, dataflow="inplace")
+
+
+@pytest.mark.slow
+def test_core_hidden_layer_inplace():
+    """A hidden-layer core in the in-place dataflow (ds from above through ds_in)."""
+    cfg = Config().replace(network={"layers": [24, 12], "timesteps": 4},
+                           hardware={"lanes": 4, "wg_dataflow": "inplace"},
+                           train={"batch_size": 1, "seed": 17}, arithmetic={"rounding": "stochastic"})
+    geom = CoreGeometry(n_in=24, n_neurons=12, timesteps=4, lanes=4, output_layer=False)
+    run_cocotb(name="core", component=lambda: Core(cfg, geom), test_module=__name__,
+               cfg=cfg, geometry=geom,
+               params={"seeds": [17], "batches": 3, "input": "random", "density": 0.3})

@@ -53,3 +53,52 @@ def test_lint(comp, geom):
     vfile = build_root() / "lint" / f"{comp}-{geom.n_in}x{geom.n_neurons}-T{geom.timesteps}-P{geom.lanes}.v"
     write_verilog(factory(cfg, geom), vfile, name=comp)
     lint_verilog(vfile, comp)
+
+
+# ------------------------------------------------ the in-place weight-gradient dataflow
+def _memories(vfile):
+    """{name: (width, depth)} of every memory array in the emitted Verilog."""
+    import re
+
+    mems = {}
+    for m in re.finditer(r"^\s*reg \[(\d+):0\] (\w+) \[(\d+):0\];", vfile.read_text(), re.M):
+        mems[m.group(2)] = (int(m.group(1)) + 1, int(m.group(3)) + 1)
+    return mems
+
+
+@pytest.mark.parametrize("lanes,rounding", [(4, "stochastic"), (1, "nearest")])
+def test_core_dataflow_memories_and_lint(lanes, rounding):
+    """Both dataflows of the Core lint clean with only the waiver file; the in-place build
+    has no gradient memory and no dv lists, and the memory bits the WG dataflow adds are
+    exactly ``perf.wg_memory_bits`` in both (G + dv lists vs input-spike bits + dv history)."""
+    from spikeforge.model import perf
+    from spikeforge.rtl.core import Core
+
+    geom = CoreGeometry(n_in=64, n_neurons=10, timesteps=8, lanes=lanes)
+    mems = {}
+    for df in ("accumulate", "inplace"):
+        cfg = Config().replace(network={"layers": [64, 10], "timesteps": 8},
+                               hardware={"lanes": lanes, "wg_dataflow": df},
+                               train={"batch_size": 1}, arithmetic={"rounding": rounding})
+        vfile = build_root() / "lint" / f"core-{df}-64x10-T8-P{lanes}-{rounding}.v"
+        write_verilog(Core(cfg, geom), vfile, name="core")
+        lint_verilog(vfile, "core")
+        mems[df] = _memories(vfile)
+        a = cfg.arithmetic
+        exp = perf.wg_memory_bits(64, 10, lanes, 8, a.dv_bits, a.grad_bits, df)
+        if df == "accumulate":
+            g = [f"g{k}" for k in range(lanes)]
+            dvl = [f"dvl{k}" for k in range(lanes)]
+            assert all(mems[df][n] == (a.grad_bits, geom.weight_depth) for n in g), mems[df]
+            got = {"grad_memory": sum(w * d for n, (w, d) in mems[df].items() if n in g),
+                   "dv_lists": sum(w * d for n, (w, d) in mems[df].items() if n in dvl)}
+        else:
+            assert not [n for n in mems[df] if n.startswith(("g", "dvl"))], \
+                f"in-place core instantiates a gradient memory or dv lists: {sorted(mems[df])}"
+            got = {"x_bits": mems[df]["xbits"][0] * mems[df]["xbits"][1],
+                   "dv_history": sum(w * d for n, (w, d) in mems[df].items() if n.startswith("dvh"))}
+        got["total"] = sum(got.values())
+        assert got == exp, f"{df}: memory bits {got} != perf.wg_memory_bits {exp}"
+    # every other memory is the same in both
+    common = {n: v for n, v in mems["accumulate"].items() if not n.startswith(("g", "dvl"))}
+    assert common == {n: v for n, v in mems["inplace"].items() if not n.startswith(("xbits", "dvh"))}
