@@ -239,6 +239,14 @@ class Config:
             raise ConfigError(
                 f"neuron.threshold: {self.neuron.threshold} does not fit arithmetic.membrane_bits="
                 f"{a.membrane_bits} (largest membrane value {2 ** (a.membrane_bits - 1) - 1})")
+        e_bits = a.weight_bits + a.dv_bits + max(self.network.layers[1:]).bit_length()
+        if e_bits > 63:
+            # The error partial sum W^T dv is exact at full width; the model and the host
+            # hold it in 64-bit integers.
+            raise ConfigError(
+                f"arithmetic.weight_bits + arithmetic.dv_bits: {a.weight_bits} + {a.dv_bits} is too wide: "
+                f"the exact error sum over {max(self.network.layers[1:])} neurons needs {e_bits} bits, "
+                f"allowed at most 63")
         need = a.dv_bits + (self.network.timesteps * self.train.batch_size).bit_length()
         if a.grad_bits < need:
             # A gradient is a sum of T*B values of dv_bits: with this width it can never
