@@ -59,6 +59,8 @@ INVALID = [
      ["arithmetic.loss_shift", "15", "error_bits=16", "<= 14"]),
     ("lr-shift-vs-grad-bits", {"arithmetic": {"lr_shift": 31, "grad_bits": 30}},
      ["arithmetic.lr_shift", "31", "grad_bits=30"]),
+    ("error-sum-over-63-bits", {"arithmetic": {"weight_bits": 32, "dv_bits": 30, "grad_bits": 40}},
+     ["arithmetic.weight_bits + arithmetic.dv_bits", "32 + 30", "at most 63"]),
     # train
     ("dataset-unknown", {"train": {"dataset": "cifar10"}}, ["train.dataset", "'cifar10'", "digits", "mnist"]),
     ("batch-zero", {"train": {"batch_size": 0}}, ["train.batch_size", "0", "[1, 65536]"]),
