@@ -104,31 +104,42 @@ def bp_cycles(n_blocks: int, col_blocks: int, nnz_per_t, release_delay: int = 1)
     block), 1 cycle to skip one without. The last error word leaves 4 cycles after its
     last issue; ``busy`` falls one cycle after everything is finished.
     """
+    if release_delay < 1:
+        raise ValueError(f"bp_cycles: release_delay={release_delay} must be >= 1")
+    T = len(nnz_per_t)
+    return _backward_schedule(n_blocks, col_blocks, nnz_per_t, [1] * T, [release_delay] * T, 0)["bp"]
+
+
+def _backward_schedule(n_blocks, col_blocks, nnz_per_t, accept_gap, release_after, wg_first) -> dict:
+    """BP's two units against a WG side that accepts the lists of ``t`` at ``A(t) = max(R(t),
+    wg_free)``, may accept the next ``t`` ``accept_gap[t]`` cycles later and releases the
+    buffer ``release_after[t]`` cycles after accepting; ``wg_first``: WG's first cycle that
+    can accept. Returns BP's cycles, WG's release time of ``t = 0`` and WG's waiting cycles."""
     NB, JB = int(n_blocks), int(col_blocks)
     T = len(nnz_per_t)
     if T < 1 or NB < 1 or JB < 1:
         raise ValueError(f"bp_cycles: need T, NB, JB >= 1, got {T}, {NB}, {JB}")
-    if release_delay < 1:
-        raise ValueError(f"bp_cycles: release_delay={release_delay} must be >= 1")
-    D, A, Eend = {}, {}, {T: 0}
-    A[T] = -1
-    last_issue = None
+    D, Eend, REL = {}, {T: 0}, {}
+    wg_free, stalls, last_issue = wg_first, 0, None
     for t in reversed(range(T)):
         d = 0 if t == T - 1 else D[t + 1] + NB
         if t <= T - 3:
-            d = max(d, A[t + 2] + release_delay + 1, Eend[t + 2])
+            d = max(d, REL[t + 2] + 1, Eend[t + 2])
         D[t] = d
         R = d + NB + 1
-        A[t] = max(R, A[t + 1] + 1)
+        A = max(R, wg_free)
+        stalls += A - wg_free
+        REL[t] = A + release_after[t]
+        wg_free = A + accept_gap[t]
         E = max(R, Eend[t + 1])
         n = JB * int(nnz_per_t[t])
         Eend[t] = E + max(1, n)
         if n:
             last_issue = E + n - 1
-    finish = max(A[0] + 1, Eend[0])
+    finish = max(A + 1, Eend[0])
     if last_issue is not None:
         finish = max(finish, last_issue + 5)
-    return finish + 1
+    return {"bp": finish + 1, "release0": REL[0], "stalls": stalls}
 
 
 def bp_work(n_in: int, nnz_per_t) -> int:
@@ -170,34 +181,14 @@ def core_backward_schedule(n_blocks: int, col_blocks: int, nnz_per_t, events_per
     Both engines start in the same cycle. Returns ``bp_cycles``, ``wg_cycles``, ``wg_stalls`` (WG waiting for BP) and
     ``phase`` (:func:`core_backward_cycles` of those).
     """
-    NB, JB = int(n_blocks), int(col_blocks)
     T = len(nnz_per_t)
     if not (len(events_per_t) == len(lane_lengths_per_t) == T):
         raise ValueError("core_backward_schedule: nnz, events and lane lengths need one entry per timestep")
-    D, A, Eend, REL = {}, {}, {T: 0}, {}
-    wg_free, stalls, last_issue = 1, 0, None
-    for t in reversed(range(T)):
-        d = 0 if t == T - 1 else D[t + 1] + NB
-        if t <= T - 3:
-            d = max(d, REL[t + 2] + 1, Eend[t + 2])
-        D[t] = d
-        R = d + NB + 1
-        A[t] = max(R, wg_free)
-        stalls += A[t] - wg_free
-        REL[t] = A[t] + 1 + int(events_per_t[t]) * max((int(x) for x in lane_lengths_per_t[t]), default=0)
-        wg_free = REL[t]
-        E = max(R, Eend[t + 1])
-        n = JB * int(nnz_per_t[t])
-        Eend[t] = E + max(1, n)
-        if n:
-            last_issue = E + n - 1
-    finish = max(A[0] + 1, Eend[0])
-    if last_issue is not None:
-        finish = max(finish, last_issue + 5)
-    bp = finish + 1
-    wg_busy = REL[0] + 3
-    out = {"bp_cycles": bp, "wg_cycles": wg_busy - stalls, "wg_stalls": stalls}
-    out["phase"] = core_backward_cycles(bp, out["wg_cycles"], stalls)
+    busy = [1 + int(events_per_t[t]) * max((int(x) for x in lane_lengths_per_t[t]), default=0)
+            for t in range(T)]
+    s = _backward_schedule(n_blocks, col_blocks, nnz_per_t, busy, busy, 1)
+    out = {"bp_cycles": s["bp"], "wg_cycles": s["release0"] + 3 - s["stalls"], "wg_stalls": s["stalls"]}
+    out["phase"] = core_backward_cycles(out["bp_cycles"], out["wg_cycles"], out["wg_stalls"])
     return out
 
 
