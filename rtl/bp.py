@@ -57,7 +57,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
-from .geometry import CoreGeometry
+from .geometry import CoreGeometry, check_geometry
 
 __all__ = ["BPEngine", "dv_entry_layout", "lists_layout", "err_layout", "error_width",
            "count_bits"]
@@ -160,14 +160,7 @@ class BPEngine(wiring.Component):
 
     @staticmethod
     def _validate(cfg, geom) -> None:
-        if not isinstance(geom, CoreGeometry):
-            raise TypeError(f"BPEngine: geometry must be a CoreGeometry, got {type(geom).__name__}")
-        if cfg.hardware.lanes != geom.lanes:
-            raise ValueError(f"BPEngine: geometry has lanes={geom.lanes} but the config has "
-                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
-        if geom.timesteps != cfg.network.timesteps:
-            raise ValueError(f"BPEngine: geometry has timesteps={geom.timesteps} but the config "
-                             f"has network.timesteps={cfg.network.timesteps}; they must agree")
+        check_geometry("BPEngine", cfg, geom)
         if geom.output_layer and cfg.target_count > geom.timesteps:
             raise ValueError(f"BPEngine: train.target_count={cfg.target_count} exceeds "
                              f"timesteps={geom.timesteps}")

@@ -54,7 +54,7 @@ from amaranth.lib.wiring import In, Out
 
 from .bp import BPEngine, dvw_layout, err_layout
 from .fp import FPEngine, count_bits, spike_word_layout, ubits
-from .geometry import CoreGeometry
+from .geometry import CoreGeometry, check_geometry
 from .wg import WGEngine, dv_entry_layout, dv_list_depth, inplace
 
 __all__ = ["Core", "OPS", "COUNTERS", "STATUS", "cmd_layout", "rsp_layout", "event_layout",
@@ -96,14 +96,7 @@ class Core(wiring.Component):
     """One training core (see the module docstring)."""
 
     def __init__(self, cfg, geom: CoreGeometry):
-        if not isinstance(geom, CoreGeometry):
-            raise TypeError(f"Core: geom must be a CoreGeometry, got {type(geom).__name__}")
-        if cfg.hardware.lanes != geom.lanes:
-            raise ValueError(f"Core: geometry has lanes={geom.lanes} but the config has "
-                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
-        if geom.timesteps != cfg.network.timesteps:
-            raise ValueError(f"Core: geometry has timesteps={geom.timesteps} but the config has "
-                             f"network.timesteps={cfg.network.timesteps}")
+        check_geometry("Core", cfg, geom)
         for name, v in (("n_in", geom.n_in), ("n_neurons", geom.n_neurons)):
             if v >= 1 << _IDX_BITS:
                 raise ValueError(f"Core: {name}={v} does not fit the {_IDX_BITS}-bit command indices")

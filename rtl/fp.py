@@ -38,7 +38,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
-from .geometry import CoreGeometry
+from .geometry import CoreGeometry, check_geometry
 from .lif import LIF
 
 __all__ = ["FPEngine", "spike_word_layout", "count_bits", "ubits"]
@@ -83,11 +83,7 @@ class FPEngine(wiring.Component):
     """
 
     def __init__(self, cfg, geom: CoreGeometry):
-        if not isinstance(geom, CoreGeometry):
-            raise TypeError(f"FPEngine: geom must be a CoreGeometry, got {type(geom).__name__}")
-        if cfg.hardware.lanes != geom.lanes:
-            raise ValueError(f"FPEngine: geometry has lanes={geom.lanes} but the config has "
-                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
+        check_geometry("FPEngine", cfg, geom, timesteps=False)
         self.cfg = cfg
         self.geom = geom
         a = cfg.arithmetic

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CoreGeometry"]
+__all__ = ["CoreGeometry", "check_geometry"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +58,16 @@ class CoreGeometry:
     def max_events(self) -> int:
         """Largest number of input spike events in one sample: T * n_in."""
         return self.timesteps * self.n_in
+
+
+def check_geometry(who: str, cfg, geom, *, timesteps: bool = True) -> None:
+    """Refuse a geometry that is not a :class:`CoreGeometry` or disagrees with ``cfg``
+    (lanes, and optionally timesteps), naming the component and both values."""
+    if not isinstance(geom, CoreGeometry):
+        raise TypeError(f"{who}: geom must be a CoreGeometry, got {type(geom).__name__}")
+    if cfg.hardware.lanes != geom.lanes:
+        raise ValueError(f"{who}: geometry has lanes={geom.lanes} but the config has "
+                         f"hardware.lanes={cfg.hardware.lanes}; they must agree")
+    if timesteps and geom.timesteps != cfg.network.timesteps:
+        raise ValueError(f"{who}: geometry has timesteps={geom.timesteps} but the config has "
+                         f"network.timesteps={cfg.network.timesteps}; they must agree")

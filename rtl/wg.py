@@ -73,7 +73,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import arith
 from .bp import dvw_layout
-from .geometry import CoreGeometry
+from .geometry import CoreGeometry, check_geometry
 
 __all__ = ["WGEngine", "dv_entry_layout", "lists_layout", "dv_list_depth", "event_shapes",
            "ubits", "inplace"]
@@ -147,11 +147,7 @@ class WGEngine(wiring.Component):
     def __init__(self, cfg, geom: CoreGeometry):
         # a component rejected here is never elaborated: no UnusedElaboratable warning for it
         self._MustUse__silence = True
-        if not isinstance(geom, CoreGeometry):
-            raise TypeError(f"WGEngine: geom must be a CoreGeometry, got {type(geom).__name__}")
-        if cfg.hardware.lanes != geom.lanes:
-            raise ValueError(f"WGEngine: geometry has lanes={geom.lanes} but the config has "
-                             f"hardware.lanes={cfg.hardware.lanes}; they must agree")
+        check_geometry("WGEngine", cfg, geom, timesteps=False)
         a = cfg.arithmetic
         if a.grad_bits < a.dv_bits + 1:
             raise ValueError(f"WGEngine: arithmetic.grad_bits={a.grad_bits} must exceed "
