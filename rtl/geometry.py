@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CoreGeometry", "check_geometry"]
+__all__ = ["CoreGeometry", "CorePlacement", "ChipGeometry", "check_geometry"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,90 @@ def check_geometry(who: str, cfg, geom, *, timesteps: bool = True) -> None:
     if timesteps and geom.timesteps != cfg.network.timesteps:
         raise ValueError(f"{who}: geometry has timesteps={geom.timesteps} but the config has "
                          f"network.timesteps={cfg.network.timesteps}; they must agree")
+
+
+@dataclass(frozen=True)
+class CorePlacement:
+    """One core of the chip: which neurons of which layer it owns, and where it sits."""
+
+    #: Core id, 0 .. cores-1 (row-major position on the mesh).
+    core: int
+    #: Weight layer (0 = the layer fed by the input spikes).
+    layer: int
+    #: First neuron of the layer this core owns.
+    offset: int
+    #: The core's shape (n_in = the layer's fan-in, n_neurons = its slice).
+    geom: CoreGeometry
+    #: Mesh position (row, column).
+    row: int
+    col: int
+
+
+@dataclass(frozen=True)
+class ChipGeometry:
+    """The whole chip: every core's layer slice and mesh position, derived from a config.
+
+    Each weight layer ``l`` is split by output neurons over ``c_l`` cores, as evenly as
+    possible (the first ``n_l mod c_l`` cores get one neuron more); ``c_l`` starts at
+    ``ceil(n_l / hardware.max_neurons)`` and cores left over go, one at a time, to the layer
+    whose largest core has the most weights (``n_in * neurons``). Cores are numbered layer
+    by layer and placed row-major on a ``rows x cols`` mesh (``cols = ceil(sqrt(cores))``;
+    the last row may be partial). The only place per-core sizes come from.
+    """
+
+    cores: tuple[CorePlacement, ...]
+    rows: int
+    cols: int
+
+    @classmethod
+    def from_config(cls, cfg, cores: int | None = None) -> "ChipGeometry":
+        sizes, hw = cfg.network.layers, cfg.hardware
+        n = hw.cores if cores is None else cores
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"hardware.cores: {n!r} must be a positive integer")
+        per_layer = [-(-sizes[l + 1] // hw.max_neurons) for l in range(len(sizes) - 1)]
+        if sum(per_layer) > n:
+            need = " + ".join(f"{c}" for c in per_layer)
+            raise ValueError(
+                f"hardware.cores: {n} cores are too few for network.layers={list(sizes)} with "
+                f"hardware.max_neurons={hw.max_neurons}: need {need} = {sum(per_layer)}")
+        spare = n - sum(per_layer)
+        while spare:
+            def biggest(l):
+                return sizes[l] * -(-sizes[l + 1] // per_layer[l])
+            cand = [l for l in range(len(per_layer)) if per_layer[l] < sizes[l + 1]]
+            if not cand:
+                break
+            l = max(cand, key=biggest)
+            per_layer[l] += 1
+            spare -= 1
+        total = sum(per_layer)
+        cols = 1
+        while cols * cols < total:
+            cols += 1
+        rows = -(-total // cols)
+        placed, k = [], 0
+        for l, c in enumerate(per_layer):
+            n_out, off = sizes[l + 1], 0
+            for m in range(c):
+                cnt = n_out // c + (1 if m < n_out % c else 0)
+                g = CoreGeometry(n_in=sizes[l], n_neurons=cnt, timesteps=cfg.network.timesteps,
+                                 lanes=hw.lanes, output_layer=(l == len(per_layer) - 1))
+                placed.append(CorePlacement(core=k, layer=l, offset=off, geom=g,
+                                            row=k // cols, col=k % cols))
+                off += cnt
+                k += 1
+        return cls(cores=tuple(placed), rows=rows, cols=cols)
+
+    def layer_cores(self, layer: int) -> tuple[CorePlacement, ...]:
+        """The cores of weight layer ``layer``, in neuron order."""
+        return tuple(c for c in self.cores if c.layer == layer)
+
+    def kinds(self) -> list[tuple[str, CoreGeometry]]:
+        """The largest core of each layer, named ``layer<l>_<n_in>x<neurons>``: what an
+        out-of-context build synthesises (cores of one layer differ by one neuron at most)."""
+        out = []
+        for l in sorted({c.layer for c in self.cores}):
+            g = max((c.geom for c in self.layer_cores(l)), key=lambda g: g.n_neurons)
+            out.append((f"layer{l}_{g.n_in}x{g.n_neurons}", g))
+        return out
