@@ -50,10 +50,11 @@ def update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
     """Cycles of the WG engine's weight update (``WGEngine.cycles`` after ``start_update``).
 
     One column slice (``P`` weights) per cycle over ``NB = ceil(N/P)`` blocks of ``n_in``
-    columns, plus one cycle to fetch the first rng states and one for the last write-back.
+    columns, plus one cycle to fetch the first rng states and three to drain the pipeline
+    (form G, round, write back) after the last slice.
     """
     blocks = -(-n_neurons // lanes)
-    return blocks * n_in + 2
+    return blocks * n_in + 4
 
 
 # ------------------------------------------------------------------------------ FP engine
@@ -196,16 +197,17 @@ def core_backward_schedule(n_blocks: int, col_blocks: int, nnz_per_t, events_per
 def inplace_capture_cycles(events_per_t) -> int:
     """Cycles of the in-place WG engine's capture of one sample (``WGEngine.cycles`` after
     ``start`` with ``hardware.wg_dataflow: inplace``): it walks the event list once and sets
-    bit ``t`` of column ``j`` for every event, ``T + sum_t events(t) + 1`` (one cycle per
-    timestep to read its offset, one per event, one to write the last bit). It runs
+    bit ``t`` of column ``j`` for every event, ``T + sum_t events(t) + 2`` (one cycle per
+    timestep to read its offset, one per event, two to read and write back the last
+    event's column: whole-word read-modify-write). It runs
     concurrently with BP; the dv history is written from BP's ``dvw`` at no cost."""
-    return len(events_per_t) + sum(int(e) for e in events_per_t) + 1
+    return len(events_per_t) + sum(int(e) for e in events_per_t) + 2
 
 
 def inplace_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
     """Cycles of the in-place update (``WGEngine.cycles`` after ``start_update``): one column
     slice per cycle, ``G`` of the slice formed from the histories in the same cycle, exactly
-    as :func:`update_cycles`: ``NB * n_in + 2``."""
+    as :func:`update_cycles`: ``NB * n_in + 4``."""
     return update_cycles(n_in, n_neurons, lanes)
 
 

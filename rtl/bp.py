@@ -57,6 +57,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
+from .debug import counter_domain
 from .geometry import CoreGeometry, check_geometry
 
 __all__ = ["BPEngine", "dv_entry_layout", "lists_layout", "err_layout", "error_width",
@@ -125,7 +126,8 @@ class BPEngine(wiring.Component):
     * ``err`` (Out stream, :func:`err_layout`); ``dvw`` (Out, :func:`dvw_layout`).
     """
 
-    def __init__(self, cfg, geom: CoreGeometry):
+    def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True):
+        self.debug = bool(debug)   # performance counters (rtl/debug.py)
         try:
             self._validate(cfg, geom)
         except (TypeError, ValueError):
@@ -167,6 +169,7 @@ class BPEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        ctr = counter_domain(m, self.debug)
         cfg, g = self.cfg, self.geom
         a, nc = cfg.arithmetic, cfg.neuron
         P, NB, JB, T, N, n_in = g.lanes, g.blocks, g.col_blocks, g.timesteps, g.n_neurons, g.n_in
@@ -183,7 +186,7 @@ class BPEngine(wiring.Component):
         m.d.comb += self.busy.eq(busy)
         m.d.sync += self.done.eq(0)
         with m.If(busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
+            ctr += self.cycles.eq(self.cycles + 1)
 
         free = Signal(2)        # WG list buffer released (BP may write it)
         rel_ptr = Signal()      # buffer the next release frees (oldest accepted)
@@ -374,7 +377,7 @@ class BPEngine(wiring.Component):
             with m.Else():
                 m.d.sync += e_run.eq(1)
             last_cols = n_in - (JB - 1) * P
-            m.d.sync += self.work.eq(self.work + Mux(cur_jb == JB - 1, last_cols, P))
+            ctr += self.work.eq(self.work + Mux(cur_jb == JB - 1, last_cols, P))
 
         # stage E1: shadow entry -> weight row-slice addresses
         ev1 = Signal()

@@ -54,7 +54,8 @@ from amaranth.lib.wiring import In, Out
 
 from .bp import BPEngine, dvw_layout, err_layout
 from .fp import FPEngine, count_bits, spike_word_layout, ubits
-from .geometry import CoreGeometry, check_geometry
+from .debug import counter_domain
+from .geometry import CoreGeometry, check_geometry, mul_const
 from .wg import WGEngine, dv_entry_layout, dv_list_depth, inplace
 
 __all__ = ["Core", "OPS", "COUNTERS", "STATUS", "cmd_layout", "rsp_layout", "event_layout",
@@ -95,7 +96,7 @@ def ds_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
 class Core(wiring.Component):
     """One training core (see the module docstring)."""
 
-    def __init__(self, cfg, geom: CoreGeometry):
+    def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True):
         check_geometry("Core", cfg, geom)
         for name, v in (("n_in", geom.n_in), ("n_neurons", geom.n_neurons)):
             if v >= 1 << _IDX_BITS:
@@ -112,7 +113,8 @@ class Core(wiring.Component):
             "err_out": Out(stream.Signature(err_layout(cfg, geom))),
             "busy": Out(1),
             "phase": Out(2),
-            # monitors
+        }
+        mon = {
             "mon_s_waddr": Out(unsigned(ubits(T * NB))), "mon_s_wdata": Out(P), "mon_s_we": Out(1),
             "mon_m_wdata": Out(P),
             "mon_cnt_wdata": Out(count_bits(T)).array(P), "mon_cnt_we": Out(P),
@@ -125,9 +127,19 @@ class Core(wiring.Component):
             "mon_w_wdata": Out(signed(a.weight_bits)).array(P),
             "mon_w_we": Out(P),
         }
+        #: debug build: performance counters (``read_counter``) and the monitor ports; off
+        #: (board builds) the counters are not built, ``read_counter`` answers ``bad_op``
+        #: and the monitors are internal signals that synthesis removes.
+        self.debug = bool(debug)
+        if self.debug:
+            members.update(mon)
         if not geom.output_layer:
             members["ds_in"] = In(stream.Signature(ds_layout(cfg, geom)))
         super().__init__(members)
+        if not self.debug:
+            sink = wiring.Signature(mon).create()
+            for name in mon:
+                setattr(self, name, getattr(sink, name))
 
     def elaborate(self, platform):
         m = Module()
@@ -138,9 +150,10 @@ class Core(wiring.Component):
         lp = P.bit_length() - 1
         cb = count_bits(T)
 
-        m.submodules.fp = fp = FPEngine(cfg, g)
-        m.submodules.bp = bp = BPEngine(cfg, g)
-        m.submodules.wg = wg = WGEngine(cfg, g)
+        m.submodules.fp = fp = FPEngine(cfg, g, debug=self.debug)
+        m.submodules.bp = bp = BPEngine(cfg, g, debug=self.debug)
+        m.submodules.wg = wg = WGEngine(cfg, g, debug=self.debug)
+        ctr = counter_domain(m, self.debug)
 
         IDLE, FWD, BWD, UPD = 0, 1, 2, 3
         phase = Signal(2)
@@ -302,7 +315,7 @@ class Core(wiring.Component):
         bank = Signal(max(1, lp))
         m.d.comb += bank.eq((ci + cj)[:lp] if lp else 0)
         waddr = Signal(ubits(depth) + 1)
-        m.d.comb += waddr.eq((ci >> lp) * n_in + cj)
+        m.d.comb += waddr.eq(mul_const(ci >> lp, n_in) + cj)
         lane = Signal(max(1, lp))
         m.d.comb += lane.eq(ci[:lp] if lp else 0)
         row_ok = ci < N
@@ -354,7 +367,8 @@ class Core(wiring.Component):
                                      *respond(STATUS["ok"])]
                         m.next = "RSP"
                     with m.Case(OPS["train"], OPS["infer"]):
-                        m.d.sync += [phase.eq(FWD), phase_ctr.eq(0)]
+                        m.d.sync += phase.eq(FWD)
+                        ctr += phase_ctr.eq(0)
                         m.next = "FWD_START"
                     with m.Case(OPS["update"]):
                         if ip:
@@ -362,11 +376,14 @@ class Core(wiring.Component):
                             m.d.sync += respond(STATUS["bad_op"])
                             m.next = "RSP"
                         else:
-                            m.d.sync += [phase.eq(UPD), phase_ctr.eq(0)]
+                            m.d.sync += phase.eq(UPD)
+                            ctr += phase_ctr.eq(0)
                             m.next = "UPD_START"
                     with m.Case(OPS["read_counter"]):
                         arr = Array([counters[n] for n in COUNTERS])
-                        with m.If(ci < len(COUNTERS)):
+                        with m.If(~Const(self.debug)):
+                            m.d.sync += respond(STATUS["bad_op"])
+                        with m.Elif(ci < len(COUNTERS)):
                             m.d.sync += respond(STATUS["ok"], arr[ci[:ubits(len(COUNTERS))]])
                         with m.Else():
                             m.d.sync += respond(STATUS["bad_index"])
@@ -400,17 +417,18 @@ class Core(wiring.Component):
             # ---------------------------------------------------------- forward
             with m.State("FWD_START"):
                 m.d.comb += [busy.eq(1), fp.start.eq(1)]
-                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                ctr += phase_ctr.eq(phase_ctr + 1)
                 m.next = "FWD_WAIT"
             with m.State("FWD_WAIT"):
                 m.d.comb += busy.eq(1)
-                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                ctr += phase_ctr.eq(phase_ctr + 1)
                 with m.If(fp.done):
-                    m.d.sync += [counters["fwd_phase"].eq(phase_ctr + 1),
+                    ctr += [counters["fwd_phase"].eq(phase_ctr + 1),
                                  counters["fp_cycles"].eq(fp.cycles), counters["fp_work"].eq(fp.work),
                                  counters["fp_stalls"].eq(fp.stalls)]
                     with m.If(op == OPS["train"]):
-                        m.d.sync += [phase.eq(BWD), phase_ctr.eq(0), bp_seen.eq(0), wg_seen.eq(0)]
+                        m.d.sync += [phase.eq(BWD), bp_seen.eq(0), wg_seen.eq(0)]
+                        ctr += phase_ctr.eq(0)
                         m.next = "BWD_START"
                     with m.Else():
                         m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
@@ -418,49 +436,50 @@ class Core(wiring.Component):
             # --------------------------------------------------------- backward
             with m.State("BWD_START"):
                 m.d.comb += [busy.eq(1), bp.start.eq(1), wg.start.eq(1)]
-                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                ctr += phase_ctr.eq(phase_ctr + 1)
                 m.next = "BWD_WAIT"
             with m.State("BWD_WAIT"):
                 m.d.comb += busy.eq(1)
-                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                ctr += phase_ctr.eq(phase_ctr + 1)
                 bp_fin = bp_seen | bp.done
                 wg_fin = wg_seen | wg.done
                 m.d.sync += [bp_seen.eq(bp_fin), wg_seen.eq(wg_fin)]
                 with m.If(bp.done):
-                    m.d.sync += [counters["bp_cycles"].eq(bp.cycles), counters["bp_work"].eq(bp.work)]
+                    ctr += [counters["bp_cycles"].eq(bp.cycles), counters["bp_work"].eq(bp.work)]
                 with m.If(wg.done):
-                    m.d.sync += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
-                                 counters["wg_stalls"].eq(wg.stalls)]
+                    ctr += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
+                            counters["wg_stalls"].eq(wg.stalls)]
                 with m.If(bp_fin & wg_fin):
-                    m.d.sync += [counters["bwd_phase"].eq(phase_ctr + 1),
-                                 counters["samples"].eq(counters["samples"] + 1)]
+                    ctr += [counters["bwd_phase"].eq(phase_ctr + 1),
+                            counters["samples"].eq(counters["samples"] + 1)]
                     if ip:
                         # in place: BP has read every W it needs; update W now
-                        m.d.sync += [phase.eq(UPD), phase_ctr.eq(0)]
+                        m.d.sync += phase.eq(UPD)
+                        ctr += phase_ctr.eq(0)
                     else:
                         m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
                     m.next = "BWD_LATCH"
             with m.State("BWD_LATCH"):
                 # WG's counters are final one cycle after its done (done is combinational)
                 m.d.comb += busy.eq(1)
-                m.d.sync += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
+                ctr += [counters["wg_cycles"].eq(wg.cycles), counters["wg_work"].eq(wg.work),
                              counters["wg_stalls"].eq(wg.stalls),
                              counters["bp_cycles"].eq(bp.cycles), counters["bp_work"].eq(bp.work)]
                 m.next = "UPD_START" if ip else "RSP"
             # ----------------------------------------------------------- update
             with m.State("UPD_START"):
                 m.d.comb += [busy.eq(1), wg.start_update.eq(1)]
-                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                ctr += phase_ctr.eq(phase_ctr + 1)
                 m.next = "UPD_WAIT"
             with m.State("UPD_WAIT"):
                 m.d.comb += busy.eq(1)
-                m.d.sync += phase_ctr.eq(phase_ctr + 1)
+                ctr += phase_ctr.eq(phase_ctr + 1)
                 with m.If(wg.done):
-                    m.d.sync += [counters["upd_phase"].eq(phase_ctr + 1), phase.eq(IDLE),
-                                 counters["samples"].eq(0), *respond(STATUS["ok"])]
+                    m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
+                    ctr += [counters["upd_phase"].eq(phase_ctr + 1), counters["samples"].eq(0)]
                     m.next = "UPD_LATCH"
             with m.State("UPD_LATCH"):
                 m.d.comb += busy.eq(1)
-                m.d.sync += [counters["upd_cycles"].eq(wg.cycles), counters["upd_work"].eq(wg.work)]
+                ctr += [counters["upd_cycles"].eq(wg.cycles), counters["upd_work"].eq(wg.work)]
                 m.next = "RSP"
         return m

@@ -38,6 +38,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
+from .debug import counter_domain
 from .geometry import CoreGeometry, check_geometry
 from .lif import LIF
 
@@ -82,7 +83,8 @@ class FPEngine(wiring.Component):
       membrane writes (for scoreboards; ``h`` of padding lanes is 0).
     """
 
-    def __init__(self, cfg, geom: CoreGeometry):
+    def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True):
+        self.debug = bool(debug)   # performance counters (rtl/debug.py)
         check_geometry("FPEngine", cfg, geom, timesteps=False)
         self.cfg = cfg
         self.geom = geom
@@ -122,6 +124,7 @@ class FPEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        ctr = counter_domain(m, self.debug)
         cfg, g = self.cfg, self.geom
         a = cfg.arithmetic
         P, NB, T, N, n_in = g.lanes, g.blocks, g.timesteps, g.n_neurons, g.n_in
@@ -239,7 +242,7 @@ class FPEngine(wiring.Component):
                 c_waddr.eq(base + j),
             ]
             with m.If(running & ~empty):
-                m.d.sync += self.work.eq(self.work + lanes_b)
+                ctr += self.work.eq(self.work + lanes_b)
 
         # ----------------------------------------------------------------------- stage C
         w_arr = Array(self.w_rdata)
@@ -314,10 +317,10 @@ class FPEngine(wiring.Component):
         m.d.comb += [busy.eq((state != 0) | c_valid | d_valid), self.busy.eq(busy)]
         m.d.sync += self.done.eq(wr & (d_blk == T * NB - 1))
         with m.If((state == 0) & self.start & ~busy):
-            m.d.sync += [self.cycles.eq(0), self.work.eq(0), self.stalls.eq(0)]
+            ctr += [self.cycles.eq(0), self.work.eq(0), self.stalls.eq(0)]
         with m.Elif(busy):
             with m.If(stall):
-                m.d.sync += self.stalls.eq(self.stalls + 1)
+                ctr += self.stalls.eq(self.stalls + 1)
             with m.Else():
-                m.d.sync += self.cycles.eq(self.cycles + 1)
+                ctr += self.cycles.eq(self.cycles + 1)
         return m

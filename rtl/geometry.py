@@ -158,3 +158,18 @@ class ChipGeometry:
             g = max((c.geom for c in self.layer_cores(l)), key=lambda g: g.n_neurons)
             out.append((f"layer{l}_{g.n_in}x{g.n_neurons}", g))
         return out
+
+
+def mul_const(x, k: int):
+    """``x * k`` for a constant ``k >= 0`` as a sum of shifted copies of ``x`` (one per set
+    bit of ``k``): address arithmetic by a layer size needs no hardware multiplier."""
+    from amaranth.hdl import Const, Value
+
+    x = Value.cast(x)
+    terms = [x << i for i in range(k.bit_length()) if (k >> i) & 1]
+    if not terms:
+        return Const(0, 1)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total

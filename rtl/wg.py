@@ -39,7 +39,7 @@ Timing (cycles counted by ``cycles``; ``model/perf.py`` has the same formulas):
   spent waiting for BP (in the accept state with ``lists.valid`` low) are not in
   ``cycles`` but in ``stalls``. ``release`` of ``t`` pulses ``1 + events(t) * L(t)``
   cycles after ``t`` was accepted; WG can accept the next ``lists`` in that same cycle.
-* update: ``NB * n_in + 2`` (one cycle to fetch the first rng states, one per column
+* update: ``NB * n_in + 4`` (one cycle to fetch the first rng states, one per column
   slice, one for the last write-back; ``done`` pulses with the last write).
 
 ``work``: accumulate -- ``G`` additions, ``sum_t events(t) * nnz_t(dv)``; update -- weights
@@ -52,13 +52,13 @@ Scoreboard visibility: every ``G`` write is mirrored on ``g_we``/``g_waddr``/``g
 "Weight-gradient dataflows"). No gradient memory is instantiated and the dv lists are not
 read. ``start`` instead *captures* the sample: it walks the event list (``t = 0 .. T-1``)
 and sets bit ``t`` of word ``j`` of the private input-spike memory (``n_in`` words of ``T``
-bits) for every event -- ``T + events + 1`` cycles (``perf.inplace_capture_cycles``),
+bits) for every event -- ``T + events + 2`` cycles (``perf.inplace_capture_cycles``),
 ``work`` = events -- while every block's dv shown on the ``dvw`` input (BP's observation
 port) is written into the private dv history (lane bank ``q``, word ``b``, field ``t``).
 ``lists`` is always ready and ``release`` follows each acceptance by one cycle, so BP runs
 as if alone. ``start_update`` (after BP is done: it overwrites ``W``) runs the update
 pass above unchanged -- same schedule, rounding, rng stepping and write-back, cycles
-``NB * n_in + 2`` -- except that ``G`` of the column slice comes from the histories in the
+``NB * n_in + 4`` -- except that ``G`` of the column slice comes from the histories in the
 same cycle: ``G_q = sum_{t: x[t][j]} dv[t][b*P + q]`` (exact, at most ``dv_bits +
 bits(T)`` wide, which the config keeps within ``grad_bits``), and the last block clears the
 input-spike word ``j`` for the next sample. ``g_we`` stays 0.
@@ -66,13 +66,14 @@ input-spike word ``j`` for the next sample. ``g_we`` stays 0.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
 from .bp import dvw_layout
+from .debug import counter_domain
 from .geometry import CoreGeometry, check_geometry
 
 __all__ = ["WGEngine", "dv_entry_layout", "lists_layout", "dv_list_depth", "event_shapes",
@@ -144,7 +145,8 @@ class WGEngine(wiring.Component):
       them (ignored by the accumulate dataflow).
     """
 
-    def __init__(self, cfg, geom: CoreGeometry):
+    def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True):
+        self.debug = bool(debug)   # performance counters (rtl/debug.py)
         # a component rejected here is never elaborated: no UnusedElaboratable warning for it
         self._MustUse__silence = True
         check_geometry("WGEngine", cfg, geom, timesteps=False)
@@ -202,6 +204,7 @@ class WGEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        ctr = counter_domain(m, self.debug)
         cfg, g = self.cfg, self.geom
         a = cfg.arithmetic
         P, NB, n_in, N, T = g.lanes, g.blocks, g.n_in, g.n_neurons, g.timesteps
@@ -226,7 +229,8 @@ class WGEngine(wiring.Component):
             # (t, neuron): lane bank q, address b, dv of t in bits t*dv_bits.. (dv history)
             xmem = Memory(shape=unsigned(T), depth=max(n_in, 2), init=[])
             m.submodules.xbits = xmem
-            x_rd, x_wr = xmem.read_port(), xmem.write_port(granularity=1)
+            # whole-word writes (read-modify-write at capture): one DP16KD, not one per bit
+            x_rd, x_wr = xmem.read_port(), xmem.write_port()
             dvh_rd, dvh_wr = [], []
             for q in range(P):
                 mem = Memory(shape=unsigned(T * dvb), depth=max(NB, 2), init=[])
@@ -251,7 +255,7 @@ class WGEngine(wiring.Component):
         count = Signal()   # this cycle counts in `cycles`
         m.d.comb += busy.eq(0)
         with m.If(count):
-            m.d.sync += cycles.eq(cycles + 1)
+            ctr += cycles.eq(cycles + 1)
 
         # accumulate state
         t_cur = Signal(unsigned(ubits(g.timesteps)))
@@ -312,7 +316,7 @@ class WGEngine(wiring.Component):
         with m.FSM(name="wg_fsm"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0)]
+                    ctr += [cycles.eq(0), work.eq(0), stalls.eq(0)]
                     if ip:
                         # capture: walk the event list t = 0 .. T-1 (ev_start[1] first)
                         m.d.comb += self.ev_start_raddr.eq(1)
@@ -322,8 +326,8 @@ class WGEngine(wiring.Component):
                         m.d.comb += self.ev_start_raddr.eq(g.timesteps)
                         m.next = "PREFETCH"
                 with m.Elif(self.start_update):
-                    m.d.sync += [cycles.eq(0), work.eq(0), stalls.eq(0),
-                                 ub.eq(0), uj.eq(0), ua.eq(0)]
+                    ctr += [cycles.eq(0), work.eq(0), stalls.eq(0)]
+                    m.d.sync += [ub.eq(0), uj.eq(0), ua.eq(0)]
                     m.next = "U_INIT"
 
             if ip:
@@ -335,6 +339,7 @@ class WGEngine(wiring.Component):
                     with m.If(e != self.ev_start_rdata):
                         m.next = "X_RUN"
                     with m.Elif(t_cur == T - 1):
+                        m.d.sync += drain.eq(0)
                         m.next = "X_DRAIN"
                     with m.Else():
                         m.d.comb += self.ev_start_raddr.eq(t_cur + 2)
@@ -342,18 +347,24 @@ class WGEngine(wiring.Component):
                 with m.State("X_RUN"):
                     # one event per cycle: read its column, set bit t of that column next cycle
                     m.d.comb += [busy.eq(1), count.eq(1)]
-                    m.d.sync += [e.eq(e + 1), xw_valid.eq(1), xw_t.eq(t_cur), work.eq(work + 1)]
+                    m.d.sync += [e.eq(e + 1), xw_valid.eq(1), xw_t.eq(t_cur)]
+                    ctr += work.eq(work + 1)
                     with m.If(e + 1 == e_end):
                         with m.If(t_cur == T - 1):
+                            m.d.sync += drain.eq(0)
                             m.next = "X_DRAIN"
                         with m.Else():
                             m.d.comb += self.ev_start_raddr.eq(t_cur + 2)
                             m.d.sync += t_cur.eq(t_cur + 1)
                             m.next = "X_T"
                 with m.State("X_DRAIN"):
-                    # the last event's bit is written
-                    m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
-                    m.next = "IDLE"
+                    # the last event's column is read (first cycle) and written (second)
+                    m.d.comb += [busy.eq(1), count.eq(1)]
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == 1):
+                        m.d.comb += self.done.eq(1)
+                        m.d.sync += drain.eq(0)
+                        m.next = "IDLE"
             else:
                 # ---------------------------------------------------------------- accumulate
                 with m.State("PREFETCH"):
@@ -377,7 +388,7 @@ class WGEngine(wiring.Component):
                                 m.d.sync += drain.eq(0)
                                 m.next = "DRAIN"
                     with m.Else():
-                        m.d.sync += stalls.eq(stalls + 1)
+                        ctr += stalls.eq(stalls + 1)
                 with m.State("RUN"):
                     m.d.comb += [busy.eq(1), count.eq(1), issue.eq(1)]
                     with m.If(c == L - 1):
@@ -410,12 +421,18 @@ class WGEngine(wiring.Component):
                 with m.If(uj == n_in - 1):
                     m.d.sync += [uj.eq(0), ub.eq(ub + 1)]
                     with m.If(ub == NB - 1):
+                        m.d.sync += drain.eq(0)
                         m.next = "U_DRAIN"
                 with m.Else():
                     m.d.sync += uj.eq(uj + 1)
             with m.State("U_DRAIN"):
-                m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
-                m.next = "IDLE"
+                # U1..U3 of the last column slice; done with its W write
+                m.d.comb += [busy.eq(1), count.eq(1)]
+                m.d.sync += drain.eq(drain + 1)
+                with m.If(drain == 2):
+                    m.d.comb += self.done.eq(1)
+                    m.d.sync += drain.eq(0)
+                    m.next = "IDLE"
 
         m.d.comb += self.ev_addr_raddr.eq(e)
         if ip:
@@ -424,8 +441,21 @@ class WGEngine(wiring.Component):
             # next cycle (BP then runs as with an always-ready WG, release_delay 1).
             m.d.comb += self.lists.ready.eq(1)
             m.d.sync += release.eq(self.lists.valid)
-            m.d.comb += [x_wr.addr.eq(self.ev_addr_rdata), x_wr.data.eq((1 << T) - 1),
-                         x_wr.en.eq(Mux(xw_valid, 1 << xw_t, 0))]
+            # capture, read-modify-write of whole words: X1 (xw_valid) reads column j, X2
+            # writes it back with bit t set; the write of the cycle before is forwarded (an
+            # event of t+1 may follow one of t on the same column).
+            xw2_valid, xw2_t = Signal(), Signal(unsigned(ubits(T)))
+            xw2_j = Signal(unsigned(ubits(n_in)))
+            xl_we, xl_j, xl_data = Signal(), Signal(unsigned(ubits(n_in))), Signal(T)
+            m.d.sync += [xw2_valid.eq(xw_valid), xw2_t.eq(xw_t), xw2_j.eq(self.ev_addr_rdata)]
+            old = Mux(xl_we & (xl_j == xw2_j), xl_data, x_rd.data)
+            new = Signal(T)
+            m.d.comb += new.eq(old | (Const(1, T) << xw2_t))
+            m.d.sync += [xl_we.eq(xw2_valid), xl_j.eq(xw2_j), xl_data.eq(new)]
+            with m.If(xw_valid):
+                m.d.comb += x_rd.addr.eq(self.ev_addr_rdata)
+            with m.If(xw2_valid):
+                m.d.comb += [x_wr.addr.eq(xw2_j), x_wr.data.eq(new), x_wr.en.eq(1)]
             for q in range(P):
                 m.d.comb += [dvh_wr[q].addr.eq(self.dvw.b),
                              dvh_wr[q].data.eq(Cat(*([self.dvw.dv[q]] * T))),
@@ -442,7 +472,7 @@ class WGEngine(wiring.Component):
                     issue_lanes[q].eq(c < lens[q]),
                 ]
             with m.If(issue):
-                m.d.sync += work.eq(work + sum(issue_lanes[q] for q in range(P)))
+                ctr += work.eq(work + sum(issue_lanes[q] for q in range(P)))
 
             # --------------------------------------------- S1: addresses, lane -> bank
             j = self.ev_addr_rdata
@@ -465,8 +495,23 @@ class WGEngine(wiring.Component):
         valid_last = (1 << (N - (NB - 1) * P)) - 1                     # lanes of the last block
         u_lane_ok = Signal(P)
         m.d.comb += u_lane_ok.eq(Mux(u1_last_block, valid_last, (1 << P) - 1))
-        u_bank_ok = self._rotate([u_lane_ok[q] for q in range(P)], u1_jlow)
-        u_bank_r = self._rotate(u_r, u1_jlow)
+        # U2 and U3 registers: the update is pipelined (U1 forms G, U2 rotates lanes into
+        # banks and rounds, U3 subtracts, saturates and writes W) to keep each stage to one
+        # carry chain at 100 MHz.
+        u2_valid, u3_valid = Signal(), Signal()
+        u2_addr = Signal(unsigned(ubits(depth)))
+        u3_addr = Signal(unsigned(ubits(depth)))
+        u2_jlow = Signal(max(lb, 1))
+        u2_lane_ok = Signal(P)
+        u2_r = [Signal(32, name=f"u2_r{q}") for q in range(P)]
+        u2_w = [Signal(signed(wb), name=f"u2_w{k}") for k in range(P)]
+        m.d.sync += [u2_valid.eq(u1_valid), u3_valid.eq(u2_valid), u2_addr.eq(u1_addr),
+                     u3_addr.eq(u2_addr), u2_jlow.eq(u1_jlow), u2_lane_ok.eq(u_lane_ok)]
+        m.d.sync += [u2_r[q].eq(u_r[q]) for q in range(P)]
+        m.d.sync += [u2_w[k].eq(self.w_rdata[k]) for k in range(P)]
+        u_bank_ok = self._rotate([u2_lane_ok[q] for q in range(P)], u2_jlow)
+        u1_bank_ok = self._rotate([u_lane_ok[q] for q in range(P)], u1_jlow) if not ip else None
+        u_bank_r = self._rotate(u2_r, u2_jlow)
 
         if ip:
             # G of the column slice in U1, exactly: G_q = sum over t with x[t][j] = 1 of
@@ -481,13 +526,14 @@ class WGEngine(wiring.Component):
                     terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
                              for i in range(0, len(terms), 2)]
                 gq = Signal(signed(arith.acc_width(dvb, T)), name=f"g_ip{q}")
-                m.d.comb += gq.eq(terms[0])
+                m.d.sync += gq.eq(terms[0])          # U2 register, lane order
                 u_g.append(gq)
-            u_bank_g = self._rotate(u_g, u1_jlow)
+            u_bank_g = self._rotate(u_g, u2_jlow)
             # x bits: read column j in U0; the last block clears it for the next sample
-            m.d.comb += x_rd.addr.eq(uj)
+            with m.If(u_issue):
+                m.d.comb += x_rd.addr.eq(uj)
             with m.If(u1_valid & u1_last_block):
-                m.d.comb += [x_wr.addr.eq(u1_j), x_wr.data.eq(0), x_wr.en.eq((1 << T) - 1)]
+                m.d.comb += [x_wr.addr.eq(u1_j), x_wr.data.eq(0), x_wr.en.eq(1)]
             for q in range(P):
                 m.d.comb += dvh_rd[q].addr.eq(ub)
         else:
@@ -497,7 +543,8 @@ class WGEngine(wiring.Component):
             last_we = [Signal(name=f"fw_we{k}") for k in range(P)]
             last_addr = [Signal(unsigned(ubits(depth)), name=f"fw_addr{k}") for k in range(P)]
             last_data = [Signal(signed(gb), name=f"fw_data{k}") for k in range(P)]
-            u_bank_g = [g_rd[k].data for k in range(P)]
+            u_bank_g = [Signal(signed(gb), name=f"u2_g{k}") for k in range(P)]
+            m.d.sync += [u_bank_g[k].eq(g_rd[k].data) for k in range(P)]   # U2 register
 
         for k in range(P):
             if not ip:
@@ -509,25 +556,30 @@ class WGEngine(wiring.Component):
                 m.d.sync += [last_we[k].eq(s3_en[k]), last_addr[k].eq(s3_addr[k]),
                              last_data[k].eq(new)]
 
-            # update datapath (U1), shared by both dataflows: W read the cycle before at
-            # u1_addr in every bank, G from the gradient memory (accumulate) or formed from
-            # the histories (in place); W = sat(W - round(G >> lr_shift))
+            # update datapath, shared by both dataflows: W read in U0 at ua in every bank
+            # (on w_rdata in U1, registered for U2), G from the gradient memory (accumulate)
+            # or formed from the histories (in place); U2: delta = round(G >> lr_shift),
+            # U3: W = sat(W - delta)
             gval = u_bank_g[k]
             if stochastic:
                 delta = arith.round_update(gval, a.lr_shift, u_bank_r[k])
             else:
                 delta = arith.round_update(gval, a.lr_shift)
+            u3_delta = Signal(signed(len(Value.cast(delta))), name=f"u3_delta{k}")
+            u3_w = Signal(signed(wb), name=f"u3_w{k}")
+            u3_ok = Signal(name=f"u3_ok{k}")
+            m.d.sync += [u3_delta.eq(delta), u3_w.eq(u2_w[k]), u3_ok.eq(u2_valid & u_bank_ok[k])]
             w_new = Signal(signed(wb), name=f"w_new{k}")
-            m.d.comb += w_new.eq(arith.sat(self.w_rdata[k] - delta, wb))
-            u_we = u1_valid & u_bank_ok[k]
+            m.d.comb += w_new.eq(arith.sat(u3_w - u3_delta, wb))
 
             m.d.comb += [
                 self.w_raddr[k].eq(ua),
-                self.w_waddr[k].eq(u1_addr),
+                self.w_waddr[k].eq(u3_addr),
                 self.w_wdata[k].eq(w_new),
-                self.w_we[k].eq(u_we),
+                self.w_we[k].eq(u3_valid & u3_ok),
             ]
             if not ip:
+                u_we = u1_valid & u1_bank_ok[k]          # G cleared in U1
                 m.d.comb += [
                     g_rd[k].addr.eq(Mux(u_issue, ua, s2_addr[k])),
                     g_wr[k].addr.eq(Mux(u1_valid, u1_addr, s3_addr[k])),
@@ -537,8 +589,8 @@ class WGEngine(wiring.Component):
                     self.g_wdata[k].eq(g_wr[k].data),
                     self.g_we[k].eq(g_wr[k].en),
                 ]
-        with m.If(u1_valid):
-            m.d.sync += work.eq(work + sum(u_bank_ok[k] for k in range(P)))
+        with m.If(u2_valid):
+            ctr += work.eq(work + sum(u2_lane_ok[q] for q in range(P)))
 
         # ------------------------------------------------------------- update: U0 stage
         m.d.sync += [u1_addr.eq(ua), u1_last_block.eq(ub == NB - 1), u1_j.eq(uj)]
