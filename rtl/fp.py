@@ -303,13 +303,19 @@ class FPEngine(wiring.Component):
             m.d.sync += [f_h[q].eq(lif.h_next[q]) for q in range(P)]
             m.d.sync += [f_cnt[q].eq(cnt_new[q]) for q in range(P)]
 
-        # spike words
+        # spike words leave through an output register, so that back-pressure (``stall``)
+        # depends on registers and ``ready`` only, not on the LIF arithmetic of stage D:
+        # a block's word is presented the cycle after its write; the engine freezes while
+        # a presented word is not taken.
+        o_valid = Signal()
+        o_word = Signal(spike_word_layout(g))
+        with m.If(~stall):
+            m.d.sync += [o_valid.eq(wr & (lif.spikes != 0)), o_word.t.eq(d_t), o_word.b.eq(d_b),
+                         o_word.spikes.eq(lif.spikes)]
         m.d.comb += [
-            self.spikes.valid.eq(d_valid & (lif.spikes != 0)),
-            self.spikes.payload.t.eq(d_t),
-            self.spikes.payload.b.eq(d_b),
-            self.spikes.payload.spikes.eq(lif.spikes),
-            stall.eq(self.spikes.valid & ~self.spikes.ready),
+            self.spikes.valid.eq(o_valid),
+            self.spikes.payload.eq(o_word),
+            stall.eq(o_valid & ~self.spikes.ready),
         ]
 
         # ------------------------------------------------------------ status, counters

@@ -209,6 +209,7 @@ async def run_sample(dut, cfg, geom, w, x, seed, sample, rng, ready_p, cover):
     cycle, busy_cycles, stalls, bi, wi = 0, 0, 0, 0, 0
     limit = 10 * perf.fp_cycles(events, geom.n_neurons, P) + 100
     ready = 1  # the value of spikes.ready during the cycle being sampled
+    exp_valid = 0  # spikes.valid this cycle: the word of the last block written, or a held word
     while True:
         if int(dut.done.value):
             break
@@ -216,7 +217,11 @@ async def run_sample(dut, cfg, geom, w, x, seed, sample, rng, ready_p, cover):
         assert cycle < limit, f"{where}: FP did not finish within {limit} cycles"
         busy = int(dut.busy.value)
         valid = int(dut.spikes__valid.value)
+        # the output register presents a block's word the cycle after its write, iff non-zero,
+        # and holds it while it is not taken
+        assert valid == exp_valid, f"{where} cycle={cycle}: spikes.valid={valid}, expected {exp_valid}"
         stalled = valid and not ready
+        next_valid = 1 if stalled else 0
         if busy:
             if stalled:
                 stalls += 1
@@ -248,9 +253,8 @@ async def run_sample(dut, cfg, geom, w, x, seed, sample, rng, ready_p, cover):
                 gh = to_signed(int(h_p[q].value), mb)
                 assert gh == hs[q], f"{where} cycle={cycle} t={t} neuron={i}: h {gh} != model {hs[q]}"
             bi += 1
-            # a spike word is presented with its block's write, iff the word is non-zero
-            assert valid == (1 if sw else 0), (
-                f"{where} cycle={cycle} t={t} b={b}: spikes.valid={valid} for spike word {sw:0{P}b}")
+            assert not stalled, f"{where} cycle={cycle} t={t} b={b}: block written while stalled"
+            next_valid = 1 if sw else 0
         if valid and ready:
             t_, b_, sp = unpack(int(dut.spikes__payload.value), [tw, bw, P])
             assert wi < len(words), f"{where} cycle={cycle}: extra spike word t={t_} b={b_} {sp:0{P}b}"
@@ -258,6 +262,7 @@ async def run_sample(dut, cfg, geom, w, x, seed, sample, rng, ready_p, cover):
                 f"{where} cycle={cycle}: spike word (t, b, spikes)=({t_}, {b_}, {sp:0{P}b}) != model "
                 f"({words[wi][0]}, {words[wi][1]}, {words[wi][2]:0{P}b})")
             wi += 1
+        exp_valid = next_valid
         if ready_p < 1.0:
             # change ready right after the rising edge, so that it holds for a whole cycle
             # and what the next falling edge samples is what the next rising edge commits
@@ -265,6 +270,15 @@ async def run_sample(dut, cfg, geom, w, x, seed, sample, rng, ready_p, cover):
             ready = 1 if rng.random() < ready_p else 0
             dut.spikes__ready.value = ready
         await FallingEdge(dut.clk)
+    # done: the last block's word (if any) is still in the output register; take it
+    dut.spikes__ready.value = 1
+    if int(dut.spikes__valid.value):
+        t_, b_, sp = unpack(int(dut.spikes__payload.value), [tw, bw, P])
+        assert wi < len(words), f"{where}: extra spike word after done t={t_} b={b_} {sp:0{P}b}"
+        assert (t_, b_, sp) == words[wi], f"{where}: last spike word ({t_}, {b_}, {sp:0{P}b}) != model {words[wi]}"
+        wi += 1
+        await FallingEdge(dut.clk)
+    assert not int(dut.spikes__valid.value), f"{where}: a second spike word after done"
     assert bi == len(blocks), f"{where}: {bi} block writes, expected {len(blocks)}"
     assert wi == len(words), f"{where}: {wi} spike words, expected {len(words)}"
     exp_cycles = perf.fp_cycles(events, geom.n_neurons, P)
