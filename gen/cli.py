@@ -398,4 +398,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's module, not this __main__ copy: subcommand modules raise the
+    # package's UserError, which a second copy of this module would not catch.
+    from spikeforge.gen.cli import main as _main
+
+    sys.exit(_main())

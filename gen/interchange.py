@@ -189,7 +189,7 @@ def read_nir(path: str | Path, dt: float = 1e-3) -> Source:
     nir = _nir()
     path = Path(path)
     try:
-        graph = nir.read(str(path))
+        graph = nir.read(str(path), type_check=False)   # shapes are checked below, per node
     except Exception as e:  # h5py/KeyError/ValueError/...: a malformed or foreign file
         raise InterchangeError(f"{path}: not a readable NIR file ({type(e).__name__}: "
                                f"{_one_line(e)[:120]})") from None
@@ -257,6 +257,10 @@ def read_nir(path: str | Path, dt: float = 1e-3) -> Source:
         layers.append(_nir_layer(lin, nodes[lin], body[i + 1], nodes[body[i + 1]], dt))
     if not layers:
         raise InterchangeError(f"{path}: the graph holds no Linear + neuron layer")
+    for a, b in zip(layers, layers[1:]):
+        if b.weight.shape[1] != a.weight.shape[0]:
+            raise InterchangeError(f"node {b.linear!r}: takes {b.weight.shape[1]} inputs, but "
+                                   f"{a.neuron!r} has {a.weight.shape[0]} neurons")
     shape = getattr(nodes[ins[0]], "input_type", {}).get("input")
     if shape is not None and int(np.prod(shape)) != layers[0].weight.shape[1]:
         raise InterchangeError(f"node {ins[0]!r}: input of {int(np.prod(shape))} values, but node "
@@ -339,8 +343,11 @@ def _load_state_dict(path: Path) -> dict:
     except FileNotFoundError:
         raise InterchangeError(f"{path}: no such state_dict file") from None
     except Exception as e:  # an arbitrary pickle, a truncated file, ...
-        raise InterchangeError(f"{path}: not a weights-only state_dict ({type(e).__name__}: "
-                               f"{_one_line(e)[:100]})") from None
+        import pickle
+
+        why = ("torch.load(weights_only=True) refused an object in it: arbitrary pickles are never loaded"
+               if isinstance(e, pickle.UnpicklingError) else f"{type(e).__name__}: {_one_line(e)[:100]}")
+        raise InterchangeError(f"{path}: not a weights-only state_dict ({why})") from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                            for k, v in sd.items()):
         raise InterchangeError(f"{path}: expected a state_dict (a mapping of names to tensors)")
@@ -794,6 +801,9 @@ def export(cfg: Config, weights: list[torch.Tensor], fmt: str, out: str | Path, 
     if fmt not in FORMATS:
         raise InterchangeError(f"--format: {fmt!r} is not supported, choose one of {', '.join(FORMATS)}")
     _require(fmt)
+    if cfg.arithmetic.weight_bits > 24:
+        raise InterchangeError(f"--format {fmt}: arithmetic.weight_bits={cfg.arithmetic.weight_bits} does not "
+                               f"fit {fmt}'s float32 weights exactly (at most 24 bits; use --format nir)")
     import yaml
 
     desc_path = out.with_suffix(".yaml")
