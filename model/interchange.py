@@ -9,7 +9,9 @@ simulators: ``beta = 1 - dt / tau`` and an input gain ``r * dt / tau``. So
 ``tau_steps = 2**k`` is exact, and any other ``tau_steps`` is rounded to the nearest power
 of two in the log domain. A threshold ``theta_src`` is matched by scaling the neuron's
 incoming weights by ``theta / theta_src``: with a reset to zero and no leak potential the
-spikes of ``(c W, c theta)`` equal those of ``(W, theta)`` for any ``c > 0``.
+spikes of ``(c W, c theta)`` equal those of ``(W, theta)`` for any ``c > 0``. NIR and
+snnTorch fire on ``v > theta``, the chip on ``v >= theta``: they differ only where a
+membrane lands exactly on the threshold (not an approximation the importer can report).
 """
 
 from __future__ import annotations
