@@ -272,6 +272,44 @@ def test_snntorch_export_to_nir_imports_and_trains(tmp_path, capsys):
     assert acc > 30.0, f"test accuracy {acc} % after one epoch from the imported weights"
 
 
+def test_snntorch_import_from_nir_reads_our_export(tmp_path):
+    """snnTorch's own NIR importer (dt = 1e-4) runs our NIR export like the float twin.
+
+    snnTorch fires on ``v > theta``, the chip on ``>=``: cases where a membrane of the twin
+    lands exactly on the threshold are redrawn (as in test_float_twin.py)."""
+    pytest.importorskip("nirtorch", reason="snnTorch's NIR import needs nirtorch (dev dependency)")
+    from snntorch.import_nir import import_from_nir
+
+    done = 0
+    for seed in range(20):
+        rng = random.Random(seed)
+        cfg = Config(network=NetworkConfig(layers=(rng.randint(10, 40), rng.randint(5, 20), 10), timesteps=8),
+                     neuron=NeuronConfig(threshold=rng.choice([300, 333, 401]), leak_shift=rng.randint(1, 4)))
+        g = torch.Generator().manual_seed(seed)
+        ws = [torch.randint(-200, 400, (o, i), generator=g)
+              for i, o in zip(cfg.network.layers[:-1], cfg.network.layers[1:])]
+        x = (torch.rand(16, 8, cfg.network.layers[0], generator=g) < 0.4).to(torch.float32)
+        twin = FloatTwin(cfg, weights=ws)
+        with torch.no_grad():
+            traces = twin.forward(x)
+        if any(bool((tr.v == twin.theta).any()) for tr in traces):
+            continue
+        ic.export(cfg, ws, "nir", tmp_path / "n.nir", dt=1e-4)
+        net = import_from_nir(nir.read(str(tmp_path / "n.nir")))
+        with torch.no_grad():
+            state, outs = None, []
+            for t in range(8):
+                o, state = net(x[:, t], state)
+                outs.append(o)
+        theirs, ours = torch.stack(outs, 1), traces[-1].s
+        assert ours.sum() > 0, f"seed {seed}: no output spikes: the comparison proves nothing"
+        assert torch.equal(theirs, ours), f"seed {seed}: snnTorch's import of our NIR fires differently"
+        done += 1
+        if done == 3:
+            return
+    raise AssertionError(f"only {done} of 3 cases clear of v == theta in 20 seeds")
+
+
 # ---------------------------------------------------------------------------- CLI flow
 def test_cli_train_save_export_import_init(tmp_path, capsys):
     """train --save-weights --report -> export --from REPORT -> import -> train --init."""
