@@ -588,7 +588,7 @@ def test_snntorch_float_to_chip_and_back():
     spec = importlib.util.spec_from_file_location("bench_interchange", ROOT / "bench" / "bench_interchange.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    r = bench.run(epochs=20, finetune=5, seed=0, log=lambda *a: None)
+    r = bench.run(epochs=20, finetune=5, seed=0)
     assert abs(r["imported"] - r["float"]) <= 0.01, r
     assert r["finetuned"] >= r["imported"], r
     assert r["spike_rows_equal"] == r["spike_rows"] > 0, r
