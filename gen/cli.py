@@ -235,10 +235,12 @@ def _result_dict(result, cfg: Config, backend: str) -> dict:
 
 def cmd_train(args, out: TextIO, err: TextIO) -> int:
     cfg = build_train_config(args)
-    if args.report:  # fail now, not after a long run
-        parent = Path(args.report).resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise UserError(f"--report: cannot write {args.report}: {parent} is not a writable directory")
+    for flag, path in (("--report", args.report), ("--save-weights", args.save_weights)):
+        if path:  # fail now, not after a long run
+            parent = Path(path).resolve().parent
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise UserError(f"{flag}: cannot write {path}: {parent} is not a writable directory")
+    init = _init_weights(args.init, cfg) if args.init else None
     try:
         from spikeforge.model.train import train
     except ImportError as e:
@@ -250,16 +252,21 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
 
     progress = Progress(err, cfg.train.epochs, enabled=not args.quiet)
     try:
-        result = train(cfg, backend=args.backend, progress=progress)
+        result = train(cfg, backend=args.backend, progress=progress, init=init)
     except DatasetError as e:
         raise UserError(str(e)) from None
     finally:
         progress.close()
     t = cfg.train
+    if args.save_weights:
+        _save_weights(args.save_weights, cfg, result, args.backend)
     if args.report:
+        rep = _result_dict(result, cfg, args.backend)
+        if args.save_weights:
+            rep["weights_file"] = os.path.relpath(Path(args.save_weights).resolve(),
+                                                  Path(args.report).resolve().parent)
         try:
-            Path(args.report).write_text(json.dumps(_result_dict(result, cfg, args.backend), indent=2,
-                                                    default=str) + "\n")
+            Path(args.report).write_text(json.dumps(rep, indent=2, default=str) + "\n")
         except OSError as e:
             raise UserError(f"--report: cannot write {args.report}: {e.strerror or e}") from None
     train_acc = getattr(result, "train_accuracy", None)
@@ -269,6 +276,30 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
               f"({t.dataset}, {args.backend} backend, {t.epochs} epoch{'s' if t.epochs != 1 else ''}, "
               f"seed {t.seed})\n")
     return 0
+
+
+def _init_weights(path: str, cfg: Config):
+    """``train --init``: integer weights from a weights file made for a compatible config."""
+    from spikeforge.gen import interchange as ic
+
+    try:
+        wcfg, weights = ic.load_weights(path)
+        ic.check_init(cfg, wcfg, path)
+    except ic.InterchangeError as e:
+        raise UserError(f"--init: {e}" if not str(e).startswith("--init") else str(e)) from None
+    return weights
+
+
+def _save_weights(path: str, cfg: Config, result, backend: str) -> None:
+    """``train --save-weights``: the final integer weights (the float backend's rounded) + config."""
+    from spikeforge.gen import interchange as ic
+    from spikeforge.model.float_twin import to_integer_weights
+
+    ws = [w if not w.is_floating_point() else to_integer_weights(w, cfg) for w in result.weights]
+    try:
+        ic.save_weights(path, cfg, ws, source=f"spikeforge train --backend {backend}")
+    except (ic.InterchangeError, OSError) as e:
+        raise UserError(f"--save-weights: cannot write {path}: {e}") from None
 
 
 # --------------------------------------------------------------------------------- parser
@@ -322,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per weight update (train.batch_size)")
     t.add_argument("--report", metavar="FILE.json", default=None,
                    help="also write accuracies per epoch, sparsity and the config as JSON")
+    t.add_argument("--init", metavar="W.pt", default=None,
+                   help="start from these integer weights (spikeforge import --weights, "
+                        "--save-weights): fine-tuning")
+    t.add_argument("--save-weights", metavar="W.pt", default=None, dest="save_weights",
+                   help="write the final integer weights + config (for export, --init)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
     t.set_defaults(func=cmd_train)
 
@@ -329,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spikeforge.sim.cli import add_sim_parser
 
     add_sim_parser(sub)
+    # `spikeforge import` / `export` (NIR, snnTorch, SpikingJelly): gen/cli_interchange.py.
+    from spikeforge.gen.cli_interchange import add_interchange_parsers
+
+    add_interchange_parsers(sub)
     return p
 
 
@@ -358,4 +398,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's module, not this __main__ copy: subcommand modules raise the
+    # package's UserError, which a second copy of this module would not catch.
+    from spikeforge.gen.cli import main as _main
+
+    sys.exit(_main())

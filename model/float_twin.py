@@ -65,7 +65,8 @@ import torch
 
 from . import fixedpoint as fx
 
-__all__ = ["RectSurrogate", "rect_spike", "FloatTwin", "FloatTrace"]
+__all__ = ["RectSurrogate", "rect_spike", "FloatTwin", "FloatTrace", "to_integer_weights",
+           "neuron_constants"]
 
 
 class RectSurrogate(torch.autograd.Function):
@@ -87,6 +88,26 @@ class RectSurrogate(torch.autograd.Function):
 
 def rect_spike(x: torch.Tensor, width: float) -> torch.Tensor:
     return RectSurrogate.apply(x, width)
+
+
+def to_integer_weights(w: torch.Tensor, cfg) -> torch.Tensor:
+    """Real-unit weights -> the integer format: ``sat(floor(w * 2**wf + 1/2))`` (half up, saturated).
+
+    The one rule by which the twin, the importers (:mod:`spikeforge.gen.interchange`) and
+    anything else turn a float weight into the integer the chip stores.
+    """
+    a = cfg.arithmetic
+    return fx.sat(torch.floor(w.detach().to(torch.float64) * 2.0 ** a.weight_frac + 0.5).to(torch.int64),
+                  a.weight_bits)
+
+
+def neuron_constants(cfg) -> dict:
+    """The neuron of ``cfg`` in real units: ``theta``, ``beta`` (= 1 - ``decay``), ``decay``,
+    ``tau_steps`` (= 2**k: beta = 1 - 1/tau_steps), surrogate ``width`` (see the table above)."""
+    n, wf = cfg.neuron, cfg.arithmetic.weight_frac
+    decay = 2.0 ** -n.leak_shift
+    return {"theta": n.threshold / 2.0 ** wf, "decay": decay, "beta": 1.0 - decay,
+            "tau_steps": 2.0 ** n.leak_shift, "width": 2.0 ** (n.surrogate_shift - wf)}
 
 
 @dataclass
@@ -125,11 +146,11 @@ class FloatTwin:
         for w in weights:
             w = w.to(torch.float32) / 2.0 ** wf if not w.is_floating_point() else w.to(torch.float32)
             self.weights.append(w.clone().requires_grad_(True))
-        n = cfg.neuron
-        self.theta = n.threshold / 2.0 ** wf
-        self.decay = 2.0 ** -n.leak_shift          # beta = 1 - decay
-        self.beta = 1.0 - self.decay
-        self.width = 2.0 ** (n.surrogate_shift - wf)
+        c = neuron_constants(cfg)
+        self.theta = c["theta"]
+        self.decay = c["decay"]                    # beta = 1 - decay
+        self.beta = c["beta"]
+        self.width = c["width"]
         self.lr = fx.float_learning_rate(cfg)
 
     @classmethod
@@ -198,6 +219,4 @@ class FloatTwin:
 
     def integer_weights(self) -> list[torch.Tensor]:
         """The weights rounded (half up) and saturated to the integer format."""
-        a = self.cfg.arithmetic
-        return [fx.sat(torch.floor(w.detach().to(torch.float64) * 2.0 ** a.weight_frac + 0.5).to(torch.int64),
-                       a.weight_bits) for w in self.weights]
+        return [to_integer_weights(w, self.cfg) for w in self.weights]

@@ -52,11 +52,12 @@ def _gen(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) << 4) + stream)
 
 
-def make_model(cfg, backend: str):
-    """The freshly initialised network of ``backend`` (both from the same integer init)."""
+def make_model(cfg, backend: str, init: list[torch.Tensor] | None = None):
+    """The network of ``backend``, both from the same integer weights: the seeded init, or
+    ``init`` (integer tensors, e.g. imported ones: fine-tuning)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    model = FixedPointSNN(cfg)
+    model = FixedPointSNN(cfg, weights=init)
     return model if backend == "model" else FloatTwin.from_fixed(model)
 
 
@@ -112,17 +113,19 @@ def measure_sparsity(net, cfg, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
 
 
 def train(cfg, *, backend: str = "model", progress: Callable[[int, int, dict], None] | None = None,
-          dataset: data_mod.Dataset | None = None, train_subset: int | None = None) -> TrainResult:
+          dataset: data_mod.Dataset | None = None, train_subset: int | None = None,
+          init: list[torch.Tensor] | None = None) -> TrainResult:
     """Train on ``cfg.train.dataset`` for ``cfg.train.epochs`` epochs of ``cfg.train.batch_size``.
 
     ``progress(done_steps, total_steps, info)`` is called after every batch (``info``:
     ``epoch``, ``batch``, ``loss``, ``train_accuracy`` so far in the epoch). ``dataset``
     overrides loading (tests); ``train_subset`` uses only the first N (shuffled once,
-    seeded) training samples.
+    seeded) training samples; ``init`` starts from these integer weights instead of the
+    seeded initialisation.
     """
     ds = dataset if dataset is not None else data_mod.load_dataset(cfg.train.dataset)
     _check(cfg, ds)
-    net = make_model(cfg, backend)
+    net = make_model(cfg, backend, init)
     T, B = cfg.network.timesteps, cfg.train.batch_size
     x_train, y_train = ds.x_train, ds.y_train
     if train_subset is not None and train_subset < x_train.shape[0]:
