@@ -142,7 +142,11 @@ class FPEngine(wiring.Component):
             h_rd.append(mem.read_port())
             h_wr.append(mem.write_port())
 
-        m.submodules.lif = lif = LIF(cfg, P, self.current_bits)
+        # NB >= 2: the LIF update takes two stages (D: leak and add, E: spike, reset and the
+        # writes); a block's next timestep then comes >= 2 cycles later, after its write is
+        # forwardable. NB = 1 keeps the one-stage LIF (block 0 follows itself back to back).
+        two = NB >= 2
+        m.submodules.lif = lif = LIF(cfg, P, self.current_bits, pipelined=two)
 
         stall = Signal()
 
@@ -272,45 +276,60 @@ class FPEngine(wiring.Component):
         fwd = f_valid & (f_b == d_b)
         lane_en = Signal(P)
         m.d.comb += lane_en.eq(Mux(d_b == NB - 1, last_mask, all_mask))
-        cnt_new = []
+        c_in = []
         for q in range(P):
             h_in = Mux(d_t == 0, 0, Mux(fwd, f_h[q], h_rd[q].data))
-            c_in = Mux(d_t == 0, 0, Mux(fwd, f_cnt[q], self.cnt_rdata[q]))
-            cn = Signal(cb, name=f"cnt_new{q}")
-            m.d.comb += [
-                lif.h[q].eq(h_in),
-                lif.current[q].eq(d_cur[q]),
-                cn.eq(c_in + lif.spikes[q]),
-            ]
-            cnt_new.append(cn)
+            ci = Signal(cb, name=f"c_in{q}")
+            m.d.comb += [lif.h[q].eq(h_in), lif.current[q].eq(d_cur[q]),
+                         ci.eq(Mux(d_t == 0, 0, Mux(fwd, f_cnt[q], self.cnt_rdata[q])))]
+            c_in.append(ci)
         m.d.comb += lif.lane_en.eq(lane_en)
 
-        wr = d_valid & ~stall
+        # stage E (two-stage LIF) or D itself: spike, reset, count and the writes
+        if two:
+            e_valid = Signal()
+            e_b, e_t, e_blk = Signal.like(d_b), Signal.like(d_t), Signal.like(d_blk)
+            e_lane_en = Signal(P)
+            e_cin = [Signal(cb, name=f"e_cin{q}") for q in range(P)]
+            m.d.comb += lif.advance.eq(~stall)
+            with m.If(~stall):
+                m.d.sync += [e_valid.eq(d_valid), e_b.eq(d_b), e_t.eq(d_t), e_blk.eq(d_blk),
+                             e_lane_en.eq(lane_en)]
+                m.d.sync += [e_cin[q].eq(c_in[q]) for q in range(P)]
+        else:
+            e_valid, e_b, e_t, e_blk, e_lane_en, e_cin = d_valid, d_b, d_t, d_blk, lane_en, c_in
+        cnt_new = []
+        for q in range(P):
+            cn = Signal(cb, name=f"cnt_new{q}")
+            m.d.comb += cn.eq(e_cin[q] + lif.spikes[q])
+            cnt_new.append(cn)
+
+        wr = e_valid & ~stall
         for q in range(P):
             m.d.comb += [
-                h_wr[q].addr.eq(d_b), h_wr[q].data.eq(lif.h_next[q]), h_wr[q].en.eq(wr),
-                self.h_waddr[q].eq(d_b), self.h_wdata[q].eq(lif.h_next[q]),
-                self.h_we[q].eq(wr & lane_en[q]),
-                self.cnt_waddr[q].eq(d_b), self.cnt_wdata[q].eq(cnt_new[q]),
-                self.cnt_we[q].eq(wr & lane_en[q]),
+                h_wr[q].addr.eq(e_b), h_wr[q].data.eq(lif.h_next[q]), h_wr[q].en.eq(wr),
+                self.h_waddr[q].eq(e_b), self.h_wdata[q].eq(lif.h_next[q]),
+                self.h_we[q].eq(wr & e_lane_en[q]),
+                self.cnt_waddr[q].eq(e_b), self.cnt_wdata[q].eq(cnt_new[q]),
+                self.cnt_we[q].eq(wr & e_lane_en[q]),
             ]
         m.d.comb += [
-            self.s_waddr.eq(d_blk), self.s_wdata.eq(lif.spikes), self.s_we.eq(wr),
-            self.m_waddr.eq(d_blk), self.m_wdata.eq(lif.mask), self.m_we.eq(wr),
+            self.s_waddr.eq(e_blk), self.s_wdata.eq(lif.spikes), self.s_we.eq(wr),
+            self.m_waddr.eq(e_blk), self.m_wdata.eq(lif.mask), self.m_we.eq(wr),
         ]
         with m.If(~stall):
-            m.d.sync += [f_valid.eq(d_valid), f_b.eq(d_b)]
+            m.d.sync += [f_valid.eq(e_valid), f_b.eq(e_b)]
             m.d.sync += [f_h[q].eq(lif.h_next[q]) for q in range(P)]
             m.d.sync += [f_cnt[q].eq(cnt_new[q]) for q in range(P)]
 
         # spike words leave through an output register, so that back-pressure (``stall``)
-        # depends on registers and ``ready`` only, not on the LIF arithmetic of stage D:
-        # a block's word is presented the cycle after its write; the engine freezes while
-        # a presented word is not taken.
+        # depends on registers and ``ready`` only, not on the LIF arithmetic: a block's
+        # word is presented the cycle after its write; the engine freezes while a presented
+        # word is not taken.
         o_valid = Signal()
         o_word = Signal(spike_word_layout(g))
         with m.If(~stall):
-            m.d.sync += [o_valid.eq(wr & (lif.spikes != 0)), o_word.t.eq(d_t), o_word.b.eq(d_b),
+            m.d.sync += [o_valid.eq(wr & (lif.spikes != 0)), o_word.t.eq(e_t), o_word.b.eq(e_b),
                          o_word.spikes.eq(lif.spikes)]
         m.d.comb += [
             self.spikes.valid.eq(o_valid),
@@ -320,8 +339,8 @@ class FPEngine(wiring.Component):
 
         # ------------------------------------------------------------ status, counters
         busy = Signal()
-        m.d.comb += [busy.eq((state != 0) | c_valid | d_valid), self.busy.eq(busy)]
-        m.d.sync += self.done.eq(wr & (d_blk == T * NB - 1))
+        m.d.comb += [busy.eq((state != 0) | c_valid | d_valid | e_valid), self.busy.eq(busy)]
+        m.d.sync += self.done.eq(wr & (e_blk == T * NB - 1))
         with m.If((state == 0) & self.start & ~busy):
             ctr += [self.cycles.eq(0), self.work.eq(0), self.stalls.eq(0)]
         with m.Elif(busy):
