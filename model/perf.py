@@ -103,8 +103,8 @@ def bp_cycles(n_blocks: int, col_blocks: int, nnz_per_t, release_delay: int = 1)
     (visible ``release_delay + 1`` cycles after WG accepted ``t+2``) and the error unit is
     done with ``t+2`` (it shares the double-buffered shadow lists). The error unit takes
     ``JB * nnz(t)`` cycles for a ``t`` with non-zero dv (one dv per cycle per column
-    block), 1 cycle to skip one without. The last error word leaves 4 cycles after its
-    last issue; ``busy`` falls one cycle after everything is finished.
+    block), 1 cycle to skip one without. The last error word leaves 5 cycles after its
+    last issue (address, weight read, weight register, multiply, accumulate); ``busy`` falls one cycle after everything is finished.
     """
     if release_delay < 1:
         raise ValueError(f"bp_cycles: release_delay={release_delay} must be >= 1")
@@ -140,7 +140,7 @@ def _backward_schedule(n_blocks, col_blocks, nnz_per_t, accept_gap, release_afte
             last_issue = E + n - 1
     finish = max(A + 1, Eend[0])
     if last_issue is not None:
-        finish = max(finish, last_issue + 5)
+        finish = max(finish, last_issue + 6)
     return {"bp": finish + 1, "release0": REL[0], "stalls": stalls}
 
 

@@ -37,7 +37,7 @@ Latency: block ``b`` of ``t`` is read at cycle ``D(t) + b`` (``D(T-1)`` = the cy
 ``start``) and its dv is written (``dvw``, list writes) at ``D(t) + b + 1``; ``lists`` of
 ``t`` is valid from ``D(t) + NB + 1``; the error unit issues the non-zero dv of ``t`` one per
 cycle, column block by column block, lane list by lane list, and a word leaves (``err.valid``)
-4 cycles after the issue of its last dv. ``busy`` stays high for one cycle after the last of:
+5 cycles after the issue of its last dv (E1 address, E2 read, E2w weight register, E3 multiply, accumulate). ``busy`` stays high for one cycle after the last of:
 the acceptance of the last word, the acceptance of the last ``lists``, the last dv write;
 ``done`` pulses in the first cycle with ``busy`` low. ``label`` is sampled at ``start``.
 
@@ -407,18 +407,30 @@ class BPEngine(wiring.Component):
         with m.If(~stall):
             m.d.sync += [ev2.eq(ev1), eq2.eq(eq1), ejb2.eq(ejb1), et2.eq(et1),
                          efirst2.eq(efirst1), elast2.eq(elast1), edv2.eq(dv_e)]
+        # stage E2w: the weight words are registered before the multipliers (block RAM
+        # clock-to-out and the depth mux of a deep bank are half a 100 MHz cycle already)
+        ev2w = Signal()
+        eq2w = Signal(max(1, lp))
+        ejb2w, et2w = Signal(jw), Signal(tw)
+        efirst2w, elast2w = Signal(), Signal()
+        edv2w = Signal(signed(dvb))
+        wq = [Signal(signed(a.weight_bits), name=f"wq{k}") for k in range(P)]
+        with m.If(~stall):
+            m.d.sync += [ev2w.eq(ev2), eq2w.eq(eq2), ejb2w.eq(ejb2), et2w.eq(et2),
+                         efirst2w.eq(efirst2), elast2w.eq(elast2), edv2w.eq(edv2)]
+            m.d.sync += [wq[k].eq(self.w_rdata[k]) for k in range(P)]
         pw = a.weight_bits + dvb
         prod3 = [Signal(signed(pw), name=f"prod{c}") for c in range(P)]
-        wbanks = Array(self.w_rdata)
+        wbanks = Array(wq)
         ev3 = Signal()
         ejb3, et3 = Signal(jw), Signal(tw)
         efirst3, elast3 = Signal(), Signal()
         with m.If(~stall):
-            m.d.sync += [ev3.eq(ev2), ejb3.eq(ejb2), et3.eq(et2),
-                         efirst3.eq(efirst2), elast3.eq(elast2)]
+            m.d.sync += [ev3.eq(ev2w), ejb3.eq(ejb2w), et3.eq(et2w),
+                         efirst3.eq(efirst2w), elast3.eq(elast2w)]
             for c in range(P):
-                w = wbanks[(Const(c, max(1, lp)) + eq2)[:lp]] if P > 1 else self.w_rdata[0]
-                m.d.sync += prod3[c].eq(w * edv2)
+                w = wbanks[(Const(c, max(1, lp)) + eq2w)[:lp]] if P > 1 else wq[0]
+                m.d.sync += prod3[c].eq(w * edv2w)
 
         # stage E3: accumulate; the last dv of a column block loads the output word
         acc = [Signal(signed(ew), name=f"acc{c}") for c in range(P)]
@@ -438,7 +450,7 @@ class BPEngine(wiring.Component):
                              self.err.payload.jb.eq(ejb3)]
 
         # ===================================================================== start / done
-        finished = ~dv_left & ~v1 & ~lst_left & ~err_left & ~e_run & ~ev1 & ~ev2 & ~ev3 & ~out_valid
+        finished = ~dv_left & ~v1 & ~lst_left & ~err_left & ~e_run & ~ev1 & ~ev2 & ~ev2w & ~ev3 & ~out_valid
         with m.If(busy & finished):
             m.d.sync += [busy.eq(0), self.done.eq(1)]
         with m.If(self.start & ~busy):

@@ -18,16 +18,22 @@ Pipeline (one block-event per cycle, no bubbles between blocks or timesteps):
   next-cursor value of the cycle before); issue the weight read ``b*n_in + j``.
 * C: rotate the ``P`` weight words into lane order, accumulate; on the block's last event
   hand the current to D and issue the reads of ``h[b]`` and ``count[b]``.
-* D: LIF, write ``h``, ``S``, ``M``, counts, emit the spike word. The write of the
-  cycle before is forwarded (``NB = 1`` reads a block right after writing it), so the
-  shared count memory needs no transparent read port.
+* D: LIF leak and add (``v = sat(h - (h >> k) + I)``), registered inside the LIF unit.
+* E: spike, mask, hard reset; write ``h``, ``S``, ``M``, counts; the spike word goes to
+  the output register. With ``NB = 1`` D and E are one stage (block 0 follows itself back
+  to back, so its ``h`` must be ready the next cycle); with ``NB >= 2`` a block's next
+  timestep reaches D at least two cycles later, when its last write is forwardable. The
+  write of the cycle before is forwarded, so the shared count memory needs no
+  transparent read port.
 
 Cycles (``cycles``, busy cycles excluding stalls; ``model/perf.py:fp_cycles``):
-``2 + NB * sum_t max(events(t), 1) + 2`` -- two to read ``ev_start[0], ev_start[1]``, one
-per block-event, two to drain C and D. ``done`` pulses the cycle after the last write
-(``busy`` is low again). ``work`` = ``sum_t events(t) * N`` (weights accumulated).
-``stalls``: cycles frozen because ``spikes.valid`` was high and ``spikes.ready`` low --
-the whole engine freezes (memory read addresses are held so read data stays valid).
+``2 + NB * sum_t max(events(t), 1) + 2`` (``NB = 1``) or ``+ 3`` (``NB >= 2``) -- two to
+read ``ev_start[0], ev_start[1]``, one per block-event, two or three to drain C, D and E.
+``done`` pulses the cycle after the last write (``busy`` is low again); the last spike
+word, if any, is then still presented. ``work`` = ``sum_t events(t) * N``.
+``stalls``: cycles frozen because the output register held a word (``spikes.valid``) that
+``spikes.ready`` did not take -- the whole engine freezes (memory read addresses are held
+so read data stays valid).
 """
 
 from __future__ import annotations

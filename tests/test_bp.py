@@ -545,8 +545,9 @@ def test_bp_sweep(geom, overrides, monkeypatch):
 
 def test_bp_cycles_formula_examples():
     """Hand-checked points of perf.bp_cycles (see rtl/bp.py for the pipeline)."""
-    # NB=1, JB=1, one t with one dv: issue 0, lists valid 2, error issue 2, word out 6, done 7
-    assert perf.bp_cycles(1, 1, [1]) == 8
+    # NB=1, JB=1, one t with one dv: issue 0, lists valid 2, error issue 2, word out 7
+    # (address, read, weight register, multiply, accumulate), done 8
+    assert perf.bp_cycles(1, 1, [1]) == 9
     # all-zero dv: only the dv phases and the in-order accepts
     assert perf.bp_cycles(3, 4, [0, 0, 0, 0]) == 4 * 3 + 3
 
