@@ -139,11 +139,17 @@ class _Status:
                 f.write(json.dumps({"event": event, "t": time.time(), **kw}) + "\n")
 
 
-def _wait_for_nodes(grid: Grid, want: int, timeout: float) -> list[int]:
+def _wait_for_nodes(grid: Grid, want: int, suspects: set[int], timeout: float) -> list[int]:
+    """Connected nodes, once ``want`` of them are not ``suspects`` (or at ``timeout``).
+
+    Suspects missed the last round: the SuperLink lists a vanished node for a minute or
+    more (its heartbeat patience), so they are addressed but not counted, and a worker
+    that reconnects (under a new node id) is waited for.
+    """
     deadline = time.monotonic() + timeout
     while True:
         nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= want or time.monotonic() >= deadline:
+        if len(set(nodes) - suspects) >= want or time.monotonic() >= deadline:
             return nodes
         time.sleep(0.2)
 
@@ -166,9 +172,10 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
                "participants": [], "seconds": 0.0, "bytes_down": 0, "bytes_up": 0}]
     status("start", accuracy=rounds[0]["accuracy"])
     task_spec = json.dumps({k: spec[k] for k in ("config", "workers", "seed", "local_epochs", "partition")})
+    suspects: set[int] = set()
     for r in range(1, spec["rounds"] + 1):
         t0 = time.monotonic()
-        nodes = _wait_for_nodes(grid, W, spec["join_timeout"])
+        nodes = _wait_for_nodes(grid, W, suspects, spec["join_timeout"])
         entry = {"round": r, "addressed": len(nodes)}
         msgs = []
         for nid in nodes:
@@ -178,7 +185,9 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
             msgs.append(Message(content, dst_node_id=nid, message_type="train", group_id=str(r)))
         entry["bytes_down"] = sum(record_bytes(m.content["weights"]) for m in msgs)
         status("round_start", round=r, addressed=len(nodes))
-        pending = set(grid.push_messages(msgs)) if msgs else set()
+        ids = list(grid.push_messages(msgs)) if msgs else []
+        sent = dict(zip(ids, nodes))
+        pending = set(ids)
         replies, errors = {}, []
         t_quorum = None
         while pending:
@@ -191,7 +200,8 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
                 pid = int(m["partition-id"])
                 if pid not in replies:
                     replies[pid] = (from_record(reply.content["weights"]), int(m["num-examples"]),
-                                    float(m["train-accuracy"]), record_bytes(reply.content["weights"]))
+                                    float(m["train-accuracy"]), record_bytes(reply.content["weights"]),
+                                    float(m["seconds"]))
             now = time.monotonic()
             if len(replies) >= quorum and t_quorum is None:
                 t_quorum = now
@@ -199,8 +209,10 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
             if (t_quorum is not None and now - t_quorum >= grace) or now - t0 >= spec["round_timeout"]:
                 break
             time.sleep(0.1)
+        suspects = {sent[i] for i in pending}
         pids = sorted(replies)
         entry.update(participants=pids, missing=len(pending), errors=errors,
+                     worker_seconds={str(p): replies[p][4] for p in pids},
                      bytes_up=sum(replies[p][3] for p in pids),
                      samples={str(p): replies[p][1] for p in pids},
                      worker_train_accuracy={str(p): replies[p][2] for p in pids})

@@ -329,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spikeforge.sim.cli import add_sim_parser
 
     add_sim_parser(sub)
+    # `spikeforge federated` lives with the Flower apps (federated/cli.py).
+    from spikeforge.federated.cli import add_federated_parser
+
+    add_federated_parser(sub)
     return p
 
 
