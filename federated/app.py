@@ -10,7 +10,8 @@ a ``MetricRecord`` "metrics" (partition-id, num-examples, train-accuracy, second
 Round policy (worker loss): before a round the server waits up to ``join_timeout`` for all
 ``workers`` SuperNodes, then sends to those connected (at least ``quorum``). The round
 closes when every addressed worker answered; or, once ``quorum`` answered, after a grace
-period of half the time the quorum took (at least ``min_grace`` s); or at ``round_timeout``.
+period of ``grace_fraction`` (default 0.5) of the time the quorum took (at least
+``min_grace`` s); or at ``round_timeout``.
 It aggregates the answers it has if they are at least ``quorum``; otherwise the round
 fails and the global weights stay unchanged. Late answers are dropped. A worker that
 reconnects (a new SuperNode with the same partition-id) takes part from the next round.
@@ -97,6 +98,8 @@ def local_train(spec: dict, partition_id: int, round_no: int, weights: list[torc
     cfg = config_from_dict(spec["config"])
     ds = _dataset(cfg.train.dataset)
     shard = partition(ds.y_train, spec["workers"], spec["partition"], spec["seed"])[partition_id]
+    if spec.get("shard_limit"):  # smoke runs and tests: the first N samples of the shard
+        shard = shard[:spec["shard_limit"]]
     x, y = ds.x_train[shard], ds.y_train[shard]
     chip = ModelChip(cfg)
     chip.load_weights(weights)
@@ -205,7 +208,7 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
             now = time.monotonic()
             if len(replies) >= quorum and t_quorum is None:
                 t_quorum = now
-            grace = max(spec["min_grace"], 0.5 * ((t_quorum or now) - t0))
+            grace = max(spec["min_grace"], spec.get("grace_fraction", 0.5) * ((t_quorum or now) - t0))
             if (t_quorum is not None and now - t_quorum >= grace) or now - t0 >= spec["round_timeout"]:
                 break
             time.sleep(0.1)

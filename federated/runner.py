@@ -203,7 +203,8 @@ class _Federation:
 
 def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, partition: str = "iid",
                   seed: int = 0, quorum: int | None = None, faults: tuple[Fault, ...] = (),
-                  round_timeout: float = 600.0, join_timeout: float = 30.0, min_grace: float = 2.0,
+                  round_timeout: float = 600.0, join_timeout: float = 30.0, min_grace: float = 5.0,
+                  grace_fraction: float = 0.5, shard_limit: int | None = None,
                   timeout: float | None = None, workdir: str | Path | None = None,
                   progress=None) -> tuple[dict, list]:
     """Run ``rounds`` of integer FedAvg over ``workers`` model-backed Flower workers.
@@ -211,7 +212,10 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     ``cfg.train.seed`` is replaced by ``seed`` (initial weights; every worker derives its
     shuffling and spikes from it). ``quorum`` defaults to ``ceil(workers / 2)``. Returns
     ``(report, final_weights)``; raises :class:`FederatedError` when the federation fails or
-    ``timeout`` (default: generous, from the rounds) passes.
+    ``timeout`` (default: generous, from the rounds) passes. Round policy (``quorum``,
+    ``join_timeout``, ``min_grace``, ``grace_fraction``, ``round_timeout``): see
+    :mod:`spikeforge.federated.app`. ``shard_limit`` trains each worker on only the first N
+    samples of its shard (quick smoke runs and tests).
     """
     import torch
 
@@ -234,7 +238,8 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     wd.mkdir(parents=True, exist_ok=True)
     spec = {"config": cfg.to_dict(), "workers": workers, "rounds": rounds, "local_epochs": local_epochs,
             "partition": partition, "seed": seed, "quorum": quorum, "round_timeout": round_timeout,
-            "join_timeout": join_timeout, "min_grace": min_grace,
+            "join_timeout": join_timeout, "min_grace": min_grace, "grace_fraction": grace_fraction,
+            "shard_limit": shard_limit,
             "status_file": str(wd / "status.jsonl"), "report_file": str(wd / "report.json"),
             "weights_file": str(wd / "weights.pt")}
     for key in ("status_file", "report_file", "weights_file"):
