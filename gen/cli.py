@@ -362,4 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the installed module, so that `python -m` shares its UserError with subcommand modules.
+    from spikeforge.gen.cli import main as _main
+
+    sys.exit(_main())
