@@ -174,7 +174,8 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
     rounds = [{"round": 0, "accuracy": evaluate(FixedPointSNN(cfg, weights), cfg, ds.x_test, ds.y_test),
                "participants": [], "seconds": 0.0, "bytes_down": 0, "bytes_up": 0}]
     status("start", accuracy=rounds[0]["accuracy"])
-    task_spec = json.dumps({k: spec[k] for k in ("config", "workers", "seed", "local_epochs", "partition")})
+    task_spec = json.dumps({k: spec.get(k) for k in ("config", "workers", "seed", "local_epochs",
+                                                      "partition", "shard_limit")})
     suspects: set[int] = set()
     for r in range(1, spec["rounds"] + 1):
         t0 = time.monotonic()

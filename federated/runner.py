@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +204,7 @@ class _Federation:
 
 def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, partition: str = "iid",
                   seed: int = 0, quorum: int | None = None, faults: tuple[Fault, ...] = (),
-                  round_timeout: float = 600.0, join_timeout: float = 30.0, min_grace: float = 5.0,
+                  round_timeout: float = 600.0, join_timeout: float = 60.0, min_grace: float = 5.0,
                   grace_fraction: float = 0.5, shard_limit: int | None = None,
                   timeout: float | None = None, workdir: str | Path | None = None,
                   progress=None) -> tuple[dict, list]:
@@ -248,6 +249,10 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     spec_file.write_text(json.dumps(spec))
     fed = _Federation(wd, workers, say)
     t0 = time.monotonic()
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM too must reach the `finally` that kills the federation's processes.
+        old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         fed.start_superlink()
         for k in range(workers):
@@ -259,12 +264,18 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
         weights = torch.load(spec["weights_file"])
     finally:
         fed.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if tmp is not None:
             tmp.cleanup()
     report.update(partition=partition, seed=seed, local_epochs=local_epochs, quorum=quorum,
                   config_digest=cfg.digest(), total_seconds=time.monotonic() - t0,
                   rejoins={str(k): n for k, n in fed.restarts.items() if n})
     return report, weights
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _follow(fed: _Federation, spec: dict, faults, deadline: float, say) -> None:
