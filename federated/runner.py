@@ -10,7 +10,9 @@ SuperLink's host instead).
 Offline: every process gets ``FLWR_TELEMETRY_ENABLED=0``, ``FLWR_DISABLE_UPDATE_CHECK=1``,
 ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` and a private ``FLWR_HOME`` in the run
 directory. Every process is started in its own session and its whole process group is
-killed when the run ends, fails or is interrupted; every wait is bounded in time.
+killed when the run ends, fails or is interrupted (Ctrl-C, SIGTERM); on Linux the children
+also die with the runner if it is killed outright (their Flower subprocesses then exit on
+their own once the SuperLink is gone: measured within 30 s). Every wait is bounded in time.
 
 Fault injection (tests, benchmarks): :class:`Fault` kills the SuperNodes of some workers
 shortly after a round starts (mid-round) and, with ``rejoin``, starts them again once that
@@ -101,6 +103,16 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the runner dies, even by SIGKILL (no orphaned SuperNodes)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class _Federation:
     """The processes of one run; :meth:`close` kills every one of them."""
 
@@ -119,7 +131,8 @@ class _Federation:
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         logf = open(self.dir / f"{name}.log", "ab")
         p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=self.env, cwd=self.dir, start_new_session=True)
+                             env=self.env, cwd=self.dir, start_new_session=True,
+                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         logf.close()
         self.procs[name] = p
         return p
