@@ -369,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spikeforge.gen.cli_interchange import add_interchange_parsers
 
     add_interchange_parsers(sub)
+    # `spikeforge federated` lives with the Flower apps (federated/cli.py).
+    from spikeforge.federated.cli import add_federated_parser
+
+    add_federated_parser(sub)
     return p
 
 

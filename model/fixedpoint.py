@@ -22,6 +22,7 @@ weight gradient ``G``       ``grad_bits``           ``sat(sum_{b,t} dv[i] x[j])`
 update                      ``weight_bits``         ``W = sat(W - round(G >> lr_shift))``
 round nearest               --                      ``(G + 2**(lr_shift-1)) >> lr_shift`` (half up)
 round stochastic            --                      ``(G + (r & (2**lr_shift - 1))) >> lr_shift``
+federated average           ``weight_bits``         ``floor((2 * sum n_k W_k + N) / (2 N))``, ``N = sum n_k``
 ==========================  ======================  =============================================
 
 Scales. ``ds`` of the output layer is ``dL/ds * 2**loss_shift``. The surrogate value ``1/a``
@@ -49,7 +50,7 @@ import torch
 __all__ = [
     "sat", "shift_right_round", "leak", "surrogate_mask", "output_error", "round_update",
     "xorshift32", "xorshift32_steps", "neuron_seeds", "acc_width", "error_shift", "dv_scale_exp",
-    "float_learning_rate",
+    "float_learning_rate", "div_round_half_up",
 ]
 
 MASK32 = 0xFFFF_FFFF
@@ -157,3 +158,16 @@ def float_learning_rate(cfg) -> float:
     """The SGD learning rate (on the batch-summed loss) that one integer update implements."""
     a = cfg.arithmetic
     return 2.0 ** (dv_scale_exp(cfg) - a.lr_shift - a.weight_frac)
+
+
+def div_round_half_up(num: torch.Tensor, den: int) -> torch.Tensor:
+    """``num / den`` rounded to the nearest integer, ties towards +infinity: ``floor(num/den + 1/2)``.
+
+    The one rounding of federated averaging (``num = sum_k n_k W_k``, ``den = sum_k n_k``):
+    computed as ``floor((2 num + den) / (2 den))`` in exact integers, so no float ever
+    touches the weights. The same rule as :func:`shift_right_round` when ``den`` is a power
+    of two.
+    """
+    if den < 1:
+        raise ValueError(f"divisor must be >= 1, got {den}")
+    return torch.div(2 * num.to(torch.int64) + den, 2 * den, rounding_mode="floor")

@@ -23,8 +23,8 @@ from . import data as data_mod
 from .float_twin import FloatTwin
 from .snn import FixedPointSNN
 
-__all__ = ["TrainResult", "train", "evaluate", "measure_sparsity", "make_model", "BACKENDS",
-           "EVAL_CHUNK"]
+__all__ = ["TrainResult", "train", "evaluate", "measure_sparsity", "make_model", "epoch_batches",
+           "BACKENDS", "EVAL_CHUNK"]
 
 BACKENDS = ("model", "float")
 #: Samples per forward pass when evaluating (memory bound only; results do not depend on it).
@@ -112,6 +112,20 @@ def measure_sparsity(net, cfg, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
              "zero_dv_fraction": a["zdv"] / a["dv_n"]} for l, a in enumerate(acc)]
 
 
+def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, timesteps: int,
+                  g_shuffle: torch.Generator, g_spikes: torch.Generator):
+    """One epoch's mini-batches ``(spikes, labels)``: a seeded shuffle, then rate-encoded batches.
+
+    The order in which training draws from its generators; a chip fed these batches in
+    this order trains exactly what :func:`train` trains (the last batch may be short).
+    """
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=g_shuffle)
+    for b in range((n + batch_size - 1) // batch_size):
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        yield data_mod.rate_encode(x[idx], timesteps, g_spikes), y[idx]
+
+
 def train(cfg, *, backend: str = "model", progress: Callable[[int, int, dict], None] | None = None,
           dataset: data_mod.Dataset | None = None, train_subset: int | None = None,
           init: list[torch.Tensor] | None = None) -> TrainResult:
@@ -139,12 +153,8 @@ def train(cfg, *, backend: str = "model", progress: Callable[[int, int, dict], N
     train_acc = 0.0
     for epoch in range(cfg.train.epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=g_shuffle)
         correct = seen = 0
-        for b in range(steps_per_epoch):
-            idx = perm[b * B:(b + 1) * B]
-            spikes = data_mod.rate_encode(x_train[idx], T, g_spikes)
-            labels = y_train[idx]
+        for b, (spikes, labels) in enumerate(epoch_batches(x_train, y_train, B, T, g_shuffle, g_spikes)):
             traces = net.train_step(spikes, labels)
             count = traces[-1].count
             correct += int((count.argmax(dim=1) == labels).sum())

@@ -1,0 +1,1 @@
+"""Federated learning across spikeforge chips on Flower: integer FedAvg, partitioning, runner."""

@@ -1,0 +1,164 @@
+"""``spikeforge federated``: integer FedAvg over W chip workers on Flower.
+
+``gen/cli.py`` wires this in with ``add_federated_parser(subparsers)``::
+
+    spikeforge federated [--workers W] [--backend model] [--rounds R] [--local-epochs E]
+                         [--partition iid|dirichlet:ALPHA] [--seed S] [--quorum Q]
+                         [--config FILE|PRESET] [--report FILE.json] [--plot FILE.png] [-q]
+
+Starts a Flower SuperLink and W SuperNodes on 127.0.0.1 (see :mod:`.runner`), runs R
+rounds, and prints one line per round (accuracy of the global model, participants, bytes,
+seconds) and the final ``weights_sha256`` on stdout. Progress goes to stderr. Only the
+``model`` backend exists today; ``sim`` and ``board`` appear when their drivers do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["add_federated_parser", "cmd_federated", "FEDERATED_BACKENDS", "format_report"]
+
+#: Chip backends a worker can drive (static: `spikeforge --help` must not import torch).
+FEDERATED_BACKENDS = ("model",)
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= v < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {v}")
+    return v
+
+
+def _partition(text: str) -> str:
+    from .partition import parse_partition
+
+    try:
+        parse_partition(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_federated_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``federated`` to the ``spikeforge`` subparsers; returns it."""
+    p = subparsers.add_parser(
+        "federated", help="federated averaging over W chip workers (Flower, integer FedAvg)",
+        description="Run a Flower SuperLink and one SuperNode per worker on this host (127.0.0.1); "
+                    "each worker trains its chip on its shard for E epochs per round, the server "
+                    "averages the weights in integers (weighted by sample counts, one half-up "
+                    "rounding) and evaluates the global model on the test set.")
+    p.add_argument("--workers", type=_positive, default=5, metavar="W", help="workers (default 5)")
+    p.add_argument("--backend", choices=FEDERATED_BACKENDS, default="model",
+                   help="chip of every worker; model: the bit-exact fixed-point model (default)")
+    p.add_argument("--rounds", type=_positive, default=10, metavar="R", help="rounds (default 10)")
+    p.add_argument("--local-epochs", type=_positive, default=3, metavar="E", dest="local_epochs",
+                   help="epochs over its shard each worker trains per round (default 3)")
+    p.add_argument("--partition", type=_partition, default="iid", metavar="iid|dirichlet:ALPHA",
+                   help="split of the training set: iid, or label skew dirichlet:ALPHA (default iid)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S",
+                   help="initial weights, shards, shuffling and spikes (default 0)")
+    p.add_argument("--quorum", type=_positive, default=None, metavar="Q",
+                   help="answers a round needs to update the model (default ceil(W/2))")
+    p.add_argument("--config", metavar="FILE|PRESET", default="federated-worker",
+                   help="config of one worker (default: the federated-worker preset)")
+    p.add_argument("--report", metavar="FILE.json", default=None,
+                   help="also write the per-round report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="also plot accuracy against round beside centralised training on the same "
+                        "data for R*E epochs (runs that training too)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    p.set_defaults(func=cmd_federated)
+    return p
+
+
+def _writable(flag: str, path: str | None) -> None:
+    from ..gen.cli import UserError
+
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"{flag}: cannot write {path}: {parent} is not a writable directory")
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"{'round':>5} {'accuracy':>9} {'participants':<16} {'bytes down':>10} {'bytes up':>9} "
+             f"{'seconds':>8}"]
+    for e in rep["rounds"]:
+        parts = ",".join(map(str, e["participants"])) if e["round"] else "(initial)"
+        if e["round"] and not e.get("aggregated", True):
+            parts += " (no quorum)"
+        lines.append(f"{e['round']:>5} {100 * e['accuracy']:>8.2f}% {parts:<16} {e['bytes_down']:>10} "
+                     f"{e['bytes_up']:>9} {e['seconds']:>8.1f}")
+    lines.append(f"final accuracy: {100 * rep['final_accuracy']:.2f} % ({rep['workers']} workers, "
+                 f"{len(rep['rounds']) - 1} rounds x {rep['local_epochs']} epochs, {rep['partition']}, "
+                 f"seed {rep['seed']}; {rep['total_seconds']:.0f} s)")
+    lines.append(f"weights_sha256: {rep['weights_sha256']}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_federated(args, out: TextIO) -> int:
+    """Run ``federated``; the table on ``out``, progress on stderr."""
+    from ..gen.cli import UserError, _check_dataset_fit, _load
+
+    cfg = _load(args.config)
+    _check_dataset_fit(cfg)
+    quorum = args.quorum if args.quorum is not None else (args.workers + 1) // 2
+    if quorum > args.workers:
+        raise UserError(f"--quorum {quorum} is more than the {args.workers} workers")
+    _writable("--report", args.report)
+    _writable("--plot", args.plot)
+    from .partition import partition
+    from .runner import FederatedError, find_tool, run_federated
+
+    try:
+        from ..model.data import DatasetError, load_dataset
+
+        ds = load_dataset(cfg.train.dataset)
+        partition(ds.y_train, args.workers, args.partition, args.seed)
+        for tool in ("flower-superlink", "flower-supernode", "flwr"):
+            find_tool(tool)
+    except (DatasetError, FederatedError, ValueError) as e:
+        raise UserError(str(e)) from None
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"spikeforge: {msg}", file=sys.stderr,
+                                                                   flush=True))
+    try:
+        rep, _ = run_federated(cfg, workers=args.workers, rounds=args.rounds,
+                               local_epochs=args.local_epochs, partition=args.partition,
+                               seed=args.seed, quorum=quorum, progress=say)
+    except FederatedError as e:
+        print(f"spikeforge: error: {e}", file=sys.stderr)
+        return 1
+    rep["backend"] = args.backend
+    if args.plot:
+        from .report import centralised_curve, plot_accuracy
+
+        say(f"centralised training for {args.rounds * args.local_epochs} epochs (for the plot)")
+        central = centralised_curve(cfg.replace(train={"seed": args.seed}), args.rounds * args.local_epochs)
+        rep["centralised"] = central
+        plot_accuracy(args.plot, {f"FedAvg {args.partition}": rep}, central, args.local_epochs)
+    if args.report:
+        try:
+            Path(args.report).write_text(json.dumps(rep, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(f"--report: cannot write {args.report}: {e.strerror or e}") from None
+    out.write(format_report(rep))
+    return 0

@@ -1,0 +1,1 @@
+"""Host side of spikeforge: the Chip API that drives a training chip (model, simulation, board)."""

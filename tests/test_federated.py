@@ -1,0 +1,123 @@
+"""``spikeforge federated`` on the real Flower (SuperLink + SuperNodes on 127.0.0.1).
+
+Default regression: one 5-worker run on small shards in which 1 and then 2 workers are
+killed mid-round; the rounds complete, the workers rejoin, and the global weights equal an
+in-process replay (each participant's local training + the naive FedAvg reference) bit for
+bit. ``-m slow``: full 5-worker runs (same seed twice: identical weights; IID within 2
+points of centralised training); bench/bench_federated.py measures them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from spikeforge.federated.app import local_train, weights_sha256
+from spikeforge.federated.runner import FLOWER_ENV, Fault, run_federated
+from spikeforge.gen.config import load_config
+from spikeforge.model import data
+from spikeforge.model.snn import FixedPointSNN
+from spikeforge.model.train import evaluate
+
+from .test_cli import assert_user_error, run
+from .test_fedavg import naive_fedavg
+
+
+def _replay(cfg, rep, spec_extra):
+    """The run's global weights recomputed in this process from the rounds' participants."""
+    spec = {"config": cfg.to_dict(), "workers": rep["workers"], "seed": rep["seed"],
+            "local_epochs": rep["local_epochs"], "partition": rep["partition"], **spec_extra}
+    weights = FixedPointSNN(cfg).weights
+    accs = []
+    for e in rep["rounds"][1:]:
+        outs = [local_train(spec, p, e["round"], weights) for p in e["participants"]]
+        if e["aggregated"]:
+            weights = naive_fedavg([o[0] for o in outs], [o[1] for o in outs])
+        accs.append(evaluate(FixedPointSNN(cfg, weights), cfg, *_test_set()))
+    return weights, accs
+
+
+def _test_set():
+    ds = data.load_digits()
+    return ds.x_test, ds.y_test
+
+
+def test_kill_and_rejoin_rounds_complete_bit_exact():
+    seed, limit = 3, 40
+    cfg = load_config("federated-worker").replace(train={"seed": seed})
+    faults = (Fault(round=1, workers=(4,)), Fault(round=2, workers=(1, 3)))
+    t0 = time.monotonic()
+    rep, weights = run_federated(cfg, workers=5, rounds=3, local_epochs=1, seed=seed, faults=faults,
+                                 shard_limit=limit, join_timeout=180, timeout=600)
+    wall = time.monotonic() - t0
+    rounds = rep["rounds"]
+    assert [e["round"] for e in rounds] == [0, 1, 2, 3]
+    assert all(e["aggregated"] for e in rounds[1:]), rounds
+    # killed mid-round: missing from that round; restarted: back in the next one
+    assert rounds[1]["participants"] == [0, 1, 2, 3], (seed, rounds[1])
+    assert rounds[2]["participants"] == [0, 2, 4], (seed, rounds[2])
+    assert rounds[3]["participants"] == [0, 1, 2, 3, 4], (seed, rounds[3])
+    assert rep["rejoins"] == {"1": 1, "3": 1, "4": 1}
+    # bytes: every message carries the 64x128 + 128x10 int16 weights (plus small array headers)
+    n_weights = 64 * 128 + 128 * 10
+    for e in rounds[1:]:
+        per_msg = e["bytes_down"] / e["addressed"]
+        assert per_msg == int(per_msg) and 2 * n_weights <= per_msg < 2 * n_weights + 512, e
+        assert e["bytes_up"] == per_msg * len(e["participants"]), e
+    # the same bits as a replay in this process (Flower, processes and kills change nothing)
+    want, accs = _replay(cfg, rep, {"shard_limit": limit})
+    assert all(torch.equal(a, b) for a, b in zip(weights, want)), f"seed {seed}"
+    assert rep["weights_sha256"] == weights_sha256(want)
+    assert [e["accuracy"] for e in rounds[1:]] == accs
+    assert wall < 600
+
+
+def test_cli_federated_user_errors(tmp_path):
+    assert_user_error(run("federated", "--partition", "dirichlet:0"), "dirichlet", "ALPHA")
+    assert_user_error(run("federated", "--partition", "skewed"), "skewed")
+    assert_user_error(run("federated", "--backend", "sim"), "sim")
+    assert_user_error(run("federated", "--workers", "0"), "--workers")
+    assert_user_error(run("federated", "--workers", "3", "--quorum", "4"), "--quorum")
+    assert_user_error(run("federated", "--workers", "200"), "200 workers")
+    bad = tmp_path / "mnist-on-64.yaml"
+    bad.write_text("train:\n  dataset: mnist\n")  # default 64-input network on 784-input data
+    assert_user_error(run("federated", "--config", str(bad)), "network.layers[0]")
+    assert_user_error(run("federated", "--report", str(tmp_path / "no" / "r.json")), "--report")
+    assert_user_error(run("federated", "--config", str(tmp_path / "none.yaml")), "none.yaml")
+
+
+def test_cli_federated_help_lists_only_working_backends():
+    r = run("federated", "--help")
+    assert r.returncode == 0
+    assert "{model}" in r.stdout and "sim" not in r.stdout.split("--backend")[1].split("\n")[0]
+    assert "federated" in run("--help").stdout
+
+
+def test_flower_runs_offline_env():
+    assert FLOWER_ENV == {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                          "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+
+
+@pytest.mark.slow
+def test_same_seed_same_bits_five_workers():
+    cfg = load_config("federated-worker")
+    a, wa = run_federated(cfg, workers=5, rounds=3, local_epochs=1, seed=1)
+    b, wb = run_federated(cfg, workers=5, rounds=3, local_epochs=1, seed=1)
+    assert a["weights_sha256"] == b["weights_sha256"]
+    assert all(torch.equal(x, y) for x, y in zip(wa, wb))
+    assert [e["participants"] for e in a["rounds"][1:]] == [[0, 1, 2, 3, 4]] * 3
+
+
+@pytest.mark.slow
+def test_iid_fedavg_within_two_points_of_centralised():
+    from spikeforge.federated.report import centralised_curve
+
+    rounds, epochs, seed = 10, 3, 0
+    cfg = load_config("federated-worker")
+    rep, _ = run_federated(cfg, workers=5, rounds=rounds, local_epochs=epochs, seed=seed)
+    central = centralised_curve(cfg.replace(train={"seed": seed}), rounds * epochs)
+    assert rep["final_accuracy"] >= central[-1]["accuracy"] - 0.02, (rep["final_accuracy"], central[-1])
