@@ -15,7 +15,8 @@ address ``b``; written, not added, at ``t = 0``) and emits ``{t, b, spikes}`` on
 Pipeline (one block-event per cycle, no bubbles between blocks or timesteps):
 
 * A (cursor ``t, b, e``): ``ev_addr[e]`` is on ``ev_addr_rdata`` (its address was the
-  next-cursor value of the cycle before); issue the weight read ``b*n_in + j``.
+  next-cursor value of the cycle before).
+* B: the column ``j`` is registered; issue the weight read ``b*n_in + j``.
 * C: rotate the ``P`` weight words into lane order, accumulate; on the block's last event
   hand the current to D and issue the reads of ``h[b]`` and ``count[b]``.
 * D: LIF leak and add (``v = sat(h - (h >> k) + I)``), registered inside the LIF unit.
@@ -27,8 +28,8 @@ Pipeline (one block-event per cycle, no bubbles between blocks or timesteps):
   transparent read port.
 
 Cycles (``cycles``, busy cycles excluding stalls; ``model/perf.py:fp_cycles``):
-``2 + NB * sum_t max(events(t), 1) + 2`` (``NB = 1``) or ``+ 3`` (``NB >= 2``) -- two to
-read ``ev_start[0], ev_start[1]``, one per block-event, two or three to drain C, D and E.
+``2 + NB * sum_t max(events(t), 1) + 3`` (``NB = 1``) or ``+ 4`` (``NB >= 2``) -- two to
+read ``ev_start[0], ev_start[1]``, one per block-event, three or four to drain B, C, D, E.
 ``done`` pulses the cycle after the last write (``busy`` is low again); the last spike
 word, if any, is then still presented. ``work`` = ``sum_t events(t) * N``.
 ``stalls``: cycles frozen because the output register held a word (``spikes.valid``) that
@@ -234,25 +235,43 @@ class FPEngine(wiring.Component):
             self.ev_start_raddr.eq(Mux(sa > T, T, sa)),
             self.ev_addr_raddr.eq(Mux(e_n >= g.max_events, 0, e_n)),
         ]
-        wa = Signal(ubits(g.weight_depth))
-        m.d.comb += wa.eq(Mux(stall, c_waddr, base + j))
-        for k in range(P):
-            m.d.comb += self.w_raddr[k].eq(wa)
-
-        # ---------------------------------------------------------------- stage A -> C
+        # ---------------------------------------------------------------- stage A -> B
+        # B: the event's column (read in A) is registered before it forms the weight
+        # address: block RAM clock-to-out and the depth mux of the event list take half a
+        # 100 MHz cycle on their own.
+        b_valid, b_ev = Signal(name="b_valid"), Signal(name="b_ev")
+        b_first, b_last = Signal(name="b_first"), Signal(name="b_last")
+        b_j = Signal(ubits(n_in))
+        b_b, b_t, b_blk, b_base = Signal.like(b), Signal.like(t), Signal.like(blk), Signal.like(base)
         lanes_b = Mux(b == NB - 1, last_lanes, P)
         with m.If(~stall):
             m.d.sync += [
-                c_valid.eq(running),
-                c_ev.eq(running & ~empty),
-                c_first.eq(e == lo),
-                c_last.eq(last_ev),
-                c_jlow.eq(j if P > 1 else 0),
-                c_b.eq(b), c_t.eq(t), c_blk.eq(blk),
-                c_waddr.eq(base + j),
+                b_valid.eq(running),
+                b_ev.eq(running & ~empty),
+                b_first.eq(e == lo),
+                b_last.eq(last_ev),
+                b_j.eq(j),
+                b_b.eq(b), b_t.eq(t), b_blk.eq(blk), b_base.eq(base),
             ]
             with m.If(running & ~empty):
                 ctr += self.work.eq(self.work + lanes_b)
+
+        wa = Signal(ubits(g.weight_depth))
+        m.d.comb += wa.eq(Mux(stall, c_waddr, b_base + b_j))
+        for k in range(P):
+            m.d.comb += self.w_raddr[k].eq(wa)
+
+        # ---------------------------------------------------------------- stage B -> C
+        with m.If(~stall):
+            m.d.sync += [
+                c_valid.eq(b_valid),
+                c_ev.eq(b_ev),
+                c_first.eq(b_first),
+                c_last.eq(b_last),
+                c_jlow.eq(b_j if P > 1 else 0),
+                c_b.eq(b_b), c_t.eq(b_t), c_blk.eq(b_blk),
+                c_waddr.eq(b_base + b_j),
+            ]
 
         # ----------------------------------------------------------------------- stage C
         w_arr = Array(self.w_rdata)
@@ -345,7 +364,7 @@ class FPEngine(wiring.Component):
 
         # ------------------------------------------------------------ status, counters
         busy = Signal()
-        m.d.comb += [busy.eq((state != 0) | c_valid | d_valid | e_valid), self.busy.eq(busy)]
+        m.d.comb += [busy.eq((state != 0) | b_valid | c_valid | d_valid | e_valid), self.busy.eq(busy)]
         m.d.sync += self.done.eq(wr & (e_blk == T * NB - 1))
         with m.If((state == 0) & self.start & ~busy):
             ctr += [self.cycles.eq(0), self.work.eq(0), self.stalls.eq(0)]
