@@ -50,11 +50,11 @@ def update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
     """Cycles of the WG engine's weight update (``WGEngine.cycles`` after ``start_update``).
 
     One column slice (``P`` weights) per cycle over ``NB = ceil(N/P)`` blocks of ``n_in``
-    columns, plus one cycle to fetch the first rng states and three to drain the pipeline
-    (form G, round, write back) after the last slice.
+    columns, plus one cycle to fetch the first rng states and four to drain the pipeline
+    (register the block RAM words, form G, round, write back) after the last slice.
     """
     blocks = -(-n_neurons // lanes)
-    return blocks * n_in + 4
+    return blocks * n_in + 5
 
 
 # ------------------------------------------------------------------------------ FP engine
@@ -208,7 +208,7 @@ def inplace_capture_cycles(events_per_t) -> int:
 def inplace_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
     """Cycles of the in-place update (``WGEngine.cycles`` after ``start_update``): one column
     slice per cycle, ``G`` of the slice formed from the histories in the same cycle, exactly
-    as :func:`update_cycles`: ``NB * n_in + 4``."""
+    as :func:`update_cycles`: ``NB * n_in + 5``."""
     return update_cycles(n_in, n_neurons, lanes)
 
 

@@ -39,7 +39,7 @@ Timing (cycles counted by ``cycles``; ``model/perf.py`` has the same formulas):
   spent waiting for BP (in the accept state with ``lists.valid`` low) are not in
   ``cycles`` but in ``stalls``. ``release`` of ``t`` pulses ``1 + events(t) * L(t)``
   cycles after ``t`` was accepted; WG can accept the next ``lists`` in that same cycle.
-* update: ``NB * n_in + 4`` (one cycle to fetch the first rng states, one per column
+* update: ``NB * n_in + 5`` (one cycle to fetch the first rng states, one per column
   slice, one for the last write-back; ``done`` pulses with the last write).
 
 ``work``: accumulate -- ``G`` additions, ``sum_t events(t) * nnz_t(dv)``; update -- weights
@@ -58,7 +58,7 @@ port) is written into the private dv history (lane bank ``q``, word ``b``, field
 ``lists`` is always ready and ``release`` follows each acceptance by one cycle, so BP runs
 as if alone. ``start_update`` (after BP is done: it overwrites ``W``) runs the update
 pass above unchanged -- same schedule, rounding, rng stepping and write-back, cycles
-``NB * n_in + 4`` -- except that ``G`` of the column slice comes from the histories in the
+``NB * n_in + 5`` -- except that ``G`` of the column slice comes from the histories in the
 same cycle: ``G_q = sum_{t: x[t][j]} dv[t][b*P + q]`` (exact, at most ``dv_bits +
 bits(T)`` wide, which the config keeps within ``grad_bits``), and the last block clears the
 input-spike word ``j`` for the next sample. ``g_we`` stays 0.
@@ -426,10 +426,10 @@ class WGEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += uj.eq(uj + 1)
             with m.State("U_DRAIN"):
-                # U1..U3 of the last column slice; done with its W write
+                # U1, U1R, U2, U3 of the last column slice; done with its W write
                 m.d.comb += [busy.eq(1), count.eq(1)]
                 m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == 2):
+                with m.If(drain == 3):
                     m.d.comb += self.done.eq(1)
                     m.d.sync += drain.eq(0)
                     m.next = "IDLE"
@@ -494,7 +494,19 @@ class WGEngine(wiring.Component):
         u_r = [Signal(32, name=f"u_r{q}") for q in range(P)]          # lane order, U1
         valid_last = (1 << (N - (NB - 1) * P)) - 1                     # lanes of the last block
         u_lane_ok = Signal(P)
-        m.d.comb += u_lane_ok.eq(Mux(u1_last_block, valid_last, (1 << P) - 1))
+        # U1R: every block RAM word the update uses (W, G or the x bits and dv history, the
+        # rng values) is registered once before any arithmetic (block RAM clock-to-out is
+        # half a 100 MHz cycle)
+        u1r_valid, u1r_last_block = Signal(), Signal()
+        u1r_addr = Signal(unsigned(ubits(depth)))
+        u1r_jlow = Signal(max(lb, 1))
+        u1r_r = [Signal(32, name=f"u1r_r{q}") for q in range(P)]
+        u1r_w = [Signal(signed(wb), name=f"u1r_w{k}") for k in range(P)]
+        m.d.sync += [u1r_valid.eq(u1_valid), u1r_last_block.eq(u1_last_block),
+                     u1r_addr.eq(u1_addr), u1r_jlow.eq(u1_jlow)]
+        m.d.sync += [u1r_r[q].eq(u_r[q]) for q in range(P)]
+        m.d.sync += [u1r_w[k].eq(self.w_rdata[k]) for k in range(P)]
+        m.d.comb += u_lane_ok.eq(Mux(u1r_last_block, valid_last, (1 << P) - 1))
         # U2 and U3 registers: the update is pipelined (U1 forms G, U2 rotates lanes into
         # banks and rounds, U3 subtracts, saturates and writes W) to keep each stage to one
         # carry chain at 100 MHz.
@@ -505,22 +517,26 @@ class WGEngine(wiring.Component):
         u2_lane_ok = Signal(P)
         u2_r = [Signal(32, name=f"u2_r{q}") for q in range(P)]
         u2_w = [Signal(signed(wb), name=f"u2_w{k}") for k in range(P)]
-        m.d.sync += [u2_valid.eq(u1_valid), u3_valid.eq(u2_valid), u2_addr.eq(u1_addr),
-                     u3_addr.eq(u2_addr), u2_jlow.eq(u1_jlow), u2_lane_ok.eq(u_lane_ok)]
-        m.d.sync += [u2_r[q].eq(u_r[q]) for q in range(P)]
-        m.d.sync += [u2_w[k].eq(self.w_rdata[k]) for k in range(P)]
+        m.d.sync += [u2_valid.eq(u1r_valid), u3_valid.eq(u2_valid), u2_addr.eq(u1r_addr),
+                     u3_addr.eq(u2_addr), u2_jlow.eq(u1r_jlow), u2_lane_ok.eq(u_lane_ok)]
+        m.d.sync += [u2_r[q].eq(u1r_r[q]) for q in range(P)]
+        m.d.sync += [u2_w[k].eq(u1r_w[k]) for k in range(P)]
         u_bank_ok = self._rotate([u2_lane_ok[q] for q in range(P)], u2_jlow)
-        u1_bank_ok = self._rotate([u_lane_ok[q] for q in range(P)], u1_jlow) if not ip else None
+        u1_lane_ok = Signal(P)
+        m.d.comb += u1_lane_ok.eq(Mux(u1_last_block, valid_last, (1 << P) - 1))
+        u1_bank_ok = self._rotate([u1_lane_ok[q] for q in range(P)], u1_jlow) if not ip else None
         u_bank_r = self._rotate(u2_r, u2_jlow)
 
         if ip:
             # G of the column slice in U1, exactly: G_q = sum over t with x[t][j] = 1 of
             # dv[t][b*P + q] (x bits of column j and dv history of block b read in U0);
             # never wider than grad_bits (the config guarantees it), so no saturation.
-            xw = x_rd.data
+            xw = Signal(T)
+            dvh_r = [Signal(T * dvb, name=f"dvh_r{q}") for q in range(P)]
+            m.d.sync += [xw.eq(x_rd.data), *[dvh_r[q].eq(dvh_rd[q].data) for q in range(P)]]
             u_g = []
             for q in range(P):
-                terms = [Mux(xw[t], dvh_rd[q].data[t * dvb:(t + 1) * dvb].as_signed(), 0)
+                terms = [Mux(xw[t], dvh_r[q][t * dvb:(t + 1) * dvb].as_signed(), 0)
                          for t in range(T)]
                 while len(terms) > 1:                 # balanced adder tree
                     terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
@@ -544,7 +560,9 @@ class WGEngine(wiring.Component):
             last_addr = [Signal(unsigned(ubits(depth)), name=f"fw_addr{k}") for k in range(P)]
             last_data = [Signal(signed(gb), name=f"fw_data{k}") for k in range(P)]
             u_bank_g = [Signal(signed(gb), name=f"u2_g{k}") for k in range(P)]
-            m.d.sync += [u_bank_g[k].eq(g_rd[k].data) for k in range(P)]   # U2 register
+            g_r = [Signal(signed(gb), name=f"g_r{k}") for k in range(P)]
+            m.d.sync += [g_r[k].eq(g_rd[k].data) for k in range(P)]          # U1R register
+            m.d.sync += [u_bank_g[k].eq(g_r[k]) for k in range(P)]            # U2 register
 
         for k in range(P):
             if not ip:

@@ -666,4 +666,4 @@ def test_perf_wg_formulas():
     # T=2: t0 has 3 events and lists (1, 2) -> 3*2; t1 has no events
     assert perf.wg_cycles([3, 0], [[1, 2], [4, 0]]) == 1 + (1 + 6) + 1 + 3
     assert perf.wg_work([3, 0], [[1, 2], [4, 0]]) == 9
-    assert perf.update_cycles(n_in=5, n_neurons=13, lanes=8) == 2 * 5 + 4
+    assert perf.update_cycles(n_in=5, n_neurons=13, lanes=8) == 2 * 5 + 5
