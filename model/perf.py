@@ -63,13 +63,14 @@ def fp_cycles(events_per_t, n_neurons: int, lanes: int) -> int:
 
     ``events_per_t[t]``: input spike events of timestep ``t``. Per timestep and neuron
     block one cycle per event (at least one: a block of a timestep without events still
-    leaks), plus 2 cycles to read ``ev_start[0..1]`` and 3 (one LIF stage, ``NB = 1``) or
-    4 (two LIF stages, ``NB >= 2``) to drain the column register, accumulate and LIF stages. Cycles frozen by back-pressure on the spike stream are not counted
+    leaks), plus 2 cycles to read ``ev_start[0..1]`` and 4 (one LIF stage, ``NB = 1``) or
+    5 (two LIF stages, ``NB >= 2``) to drain the column and weight registers, accumulate
+    and LIF stages. Cycles frozen by back-pressure on the spike stream are not counted
     (``FPEngine.stalls`` has them).
     """
     blocks = -(-n_neurons // lanes)
     lif_stages = 2 if blocks >= 2 else 1    # two-stage LIF when a block never follows itself
-    return 4 + lif_stages + blocks * sum(max(int(e), 1) for e in events_per_t)
+    return 5 + lif_stages + blocks * sum(max(int(e), 1) for e in events_per_t)
 
 
 def fp_work(events_per_t, n_neurons: int) -> int:

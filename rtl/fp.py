@@ -17,8 +17,9 @@ Pipeline (one block-event per cycle, no bubbles between blocks or timesteps):
 * A (cursor ``t, b, e``): ``ev_addr[e]`` is on ``ev_addr_rdata`` (its address was the
   next-cursor value of the cycle before).
 * B: the column ``j`` is registered; issue the weight read ``b*n_in + j``.
-* C: rotate the ``P`` weight words into lane order, accumulate; on the block's last event
-  hand the current to D and issue the reads of ``h[b]`` and ``count[b]``.
+* C: the ``P`` weight words arrive and are registered.
+* R: rotate them into lane order, accumulate; on the block's last event hand the current
+  to D and issue the reads of ``h[b]`` and ``count[b]``.
 * D: LIF leak and add (``v = sat(h - (h >> k) + I)``), registered inside the LIF unit.
 * E: spike, mask, hard reset; write ``h``, ``S``, ``M``, counts; the spike word goes to
   the output register. With ``NB = 1`` D and E are one stage (block 0 follows itself back
@@ -28,8 +29,8 @@ Pipeline (one block-event per cycle, no bubbles between blocks or timesteps):
   transparent read port.
 
 Cycles (``cycles``, busy cycles excluding stalls; ``model/perf.py:fp_cycles``):
-``2 + NB * sum_t max(events(t), 1) + 3`` (``NB = 1``) or ``+ 4`` (``NB >= 2``) -- two to
-read ``ev_start[0], ev_start[1]``, one per block-event, three or four to drain B, C, D, E.
+``2 + NB * sum_t max(events(t), 1) + 4`` (``NB = 1``) or ``+ 5`` (``NB >= 2``) -- two to
+read ``ev_start[0], ev_start[1]``, one per block-event, four or five to drain B, C, R, D, E.
 ``done`` pulses the cycle after the last write (``busy`` is low again); the last spike
 word, if any, is then still presented. ``work`` = ``sum_t events(t) * N``.
 ``stalls``: cycles frozen because the output register held a word (``spikes.valid``) that
@@ -274,26 +275,39 @@ class FPEngine(wiring.Component):
             ]
 
         # ----------------------------------------------------------------------- stage C
-        w_arr = Array(self.w_rdata)
+        # C: the weight words arrive and are registered (block RAM clock-to-out and the
+        # depth mux of a deep bank are most of a 100 MHz cycle); R: rotate and accumulate.
+        r_valid, r_ev = Signal(name="r_valid"), Signal(name="r_ev")
+        r_first, r_last = Signal(name="r_first"), Signal(name="r_last")
+        r_jlow = Signal(lb)
+        r_b, r_t, r_blk = Signal.like(b), Signal.like(t), Signal.like(blk)
+        r_w = [Signal(signed(a.weight_bits), name=f"r_w{k}") for k in range(P)]
+        with m.If(~stall):
+            m.d.sync += [r_valid.eq(c_valid), r_ev.eq(c_ev), r_first.eq(c_first), r_last.eq(c_last),
+                         r_jlow.eq(c_jlow), r_b.eq(c_b), r_t.eq(c_t), r_blk.eq(c_blk)]
+            m.d.sync += [r_w[k].eq(self.w_rdata[k]) for k in range(P)]
+
+        # ----------------------------------------------------------------------- stage R
+        w_arr = Array(r_w)
         acc_new = []
         for q in range(P):
             wl = Signal(signed(a.weight_bits), name=f"wl{q}")
             if P > 1:
-                m.d.comb += wl.eq(w_arr[(Const(q, lb + 1) + c_jlow)[:lb]])
+                m.d.comb += wl.eq(w_arr[(Const(q, lb + 1) + r_jlow)[:lb]])
             else:
-                m.d.comb += wl.eq(self.w_rdata[0])
+                m.d.comb += wl.eq(r_w[0])
             an = Signal(signed(self.current_bits), name=f"acc_new{q}")
-            m.d.comb += an.eq(Mux(c_first, 0, acc[q]) + Mux(c_ev, wl, 0))
+            m.d.comb += an.eq(Mux(r_first, 0, acc[q]) + Mux(r_ev, wl, 0))
             acc_new.append(an)
         with m.If(~stall):
-            with m.If(c_valid):
+            with m.If(r_valid):
                 m.d.sync += [acc[q].eq(acc_new[q]) for q in range(P)]
-            m.d.sync += d_valid.eq(c_valid & c_last)
-            with m.If(c_valid & c_last):
+            m.d.sync += d_valid.eq(r_valid & r_last)
+            with m.If(r_valid & r_last):
                 m.d.sync += [d_cur[q].eq(acc_new[q]) for q in range(P)]
-                m.d.sync += [d_b.eq(c_b), d_t.eq(c_t), d_blk.eq(c_blk)]
+                m.d.sync += [d_b.eq(r_b), d_t.eq(r_t), d_blk.eq(r_blk)]
         rb = Signal.like(b)
-        m.d.comb += rb.eq(Mux(stall, d_b, c_b))
+        m.d.comb += rb.eq(Mux(stall, d_b, r_b))
         for q in range(P):
             m.d.comb += [h_rd[q].addr.eq(rb), self.cnt_raddr[q].eq(rb)]
 
@@ -364,7 +378,7 @@ class FPEngine(wiring.Component):
 
         # ------------------------------------------------------------ status, counters
         busy = Signal()
-        m.d.comb += [busy.eq((state != 0) | b_valid | c_valid | d_valid | e_valid), self.busy.eq(busy)]
+        m.d.comb += [busy.eq((state != 0) | b_valid | c_valid | r_valid | d_valid | e_valid), self.busy.eq(busy)]
         m.d.sync += self.done.eq(wr & (e_blk == T * NB - 1))
         with m.If((state == 0) & self.start & ~busy):
             ctr += [self.cycles.eq(0), self.work.eq(0), self.stalls.eq(0)]
