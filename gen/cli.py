@@ -329,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spikeforge.sim.cli import add_sim_parser
 
     add_sim_parser(sub)
+    # `spikeforge build ...` lives with the FPGA flow (fpga/cli.py).
+    from spikeforge.fpga.cli import add_build_parser
+
+    add_build_parser(sub)
     return p
 
 
