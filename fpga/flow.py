@@ -167,9 +167,11 @@ def critical_path(report: dict) -> tuple[float | None, dict | None]:
 # --------------------------------------------------------------------------------- one core
 def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: float = 100.0,
                synth_only: bool = False, step: Step | None = None, env: dict | None = None,
-               core_factory=None) -> dict:
+               verilog: str | None = None) -> dict:
     """Build one core kind into ``outdir``; returns its ``cores`` entry of report.json.
 
+    ``verilog``: the core's Verilog text (top module ``core``) made elsewhere, e.g. from
+    another git revision (bench/bench_fpga.py ``--rev``); default: :func:`core_for_build`.
     Raises :class:`DoesNotFit` when the synthesis counts exceed the device, and
     :class:`FlowError` when a tool fails.
     """
@@ -185,8 +187,10 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     step.start(f"{name}: Verilog")
     t0 = time.monotonic()
     top = "core"
-    factory = core_factory or core_for_build
-    write_verilog(factory(cfg, geom), outdir / "core.v", name=top)
+    if verilog is None:
+        write_verilog(core_for_build(cfg, geom), outdir / "core.v", name=top)
+    else:
+        (outdir / "core.v").write_text(verilog)
     seconds["verilog"] = round(time.monotonic() - t0, 2)
 
     step.start(f"{name}: synthesis (yosys synth_{family})")
