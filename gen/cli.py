@@ -362,4 +362,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: subcommands raise
+    # spikeforge.gen.cli.UserError, which must be the class main() catches.
+    from spikeforge.gen.cli import main as _main
+
+    sys.exit(_main())
