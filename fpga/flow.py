@@ -197,11 +197,14 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     script = (f"read_verilog -sv core.v; synth_{family} -noflatten"
               f"{' -dsp' if family == 'ice40' else ''} -top {top} -json netlist.json; "
               f"tee -q -o stat.json stat -json")
-    r = run_tool([env["YOSYS"], "-q", "-p", script], outdir / "synth.log", outdir, env, step.tick)
+    (outdir / "stat.json").unlink(missing_ok=True)
+    # the full log goes to synth.log (-l); stdout/stderr (warnings, errors) to synth.out
+    r = run_tool([env["YOSYS"], "-q", "-l", "synth.log", "-p", script], outdir / "synth.out", outdir,
+                 env, step.tick)
     seconds["synth"] = round(r.seconds, 2)
     if r.returncode != 0 or not (outdir / "stat.json").exists():
         raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): "
-                        f"{_first_error(outdir / 'synth.log')} (log: {outdir / 'synth.log'})")
+                        f"{_first_error(outdir / 'synth.out')} (log: {outdir / 'synth.log'})")
     stat = json.loads((outdir / "stat.json").read_text())
     synth = synth_resources(stat, family)
     modules = module_breakdown(stat, top, family)
