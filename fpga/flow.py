@@ -12,7 +12,8 @@ core (files in ``DIR/<kind>/``):
    ``synth_ice40``) keeps every module, ``stat -json`` counts each module's own cells --
    the per-module breakdown, whatever the modules are called;
 3. a fit check of the synthesis counts against the device (error: resource, needed,
-   available) before the long step;
+   available) before the long step (and, before anything, one of the weight bits against
+   all the device's RAM bits);
 4. ``pnr.log``, ``pnr.json``: nextpnr ``--out-of-context --freq TARGET --report``, which
    flattens the netlist itself; its utilisation and fmax are the report's totals.
 
@@ -31,6 +32,7 @@ from .boards import RESOURCE_KEYS, Board
 from .tools import run_tool, tool_env
 
 __all__ = ["core_for_build", "FlowError", "DoesNotFit", "TimingMissed", "build_core",
+           "weight_bits_bound", "memory_bits_available", "check_fit",
            "build_cores", "synth_resources", "module_breakdown", "LUTRAM_SITES_PER_DPR16X4"]
 
 #: LUT4 sites one TRELLIS_DPR16X4 (16x4 LUT-RAM) occupies as nextpnr packs it: 4 "RAM LUTs"
@@ -164,6 +166,30 @@ def critical_path(report: dict) -> tuple[float | None, dict | None]:
     return (round(min(fmax), 2) if fmax else None), best
 
 
+def weight_bits_bound(cfg, geom) -> int:
+    """Bits any core of ``geom`` must store on chip: its weights, n_in x neurons x weight_bits."""
+    return geom.n_in * geom.n_neurons * cfg.arithmetic.weight_bits
+
+
+def memory_bits_available(board: Board) -> int:
+    """An upper bound of the device's RAM bits: every block RAM (18 kbit on the ECP5; 4 kbit
+    plus the four 256 kbit SPRAMs on the UP5K) and, on the ECP5, LUT-RAM in every slice that
+    can hold it (64 bits per TRELLIS_DPR16X4 of 6 LUT4 sites)."""
+    a = board.available
+    if board.family == "ice40":
+        return a["ebr"] * 4096 + 4 * 256 * 1024
+    return a["ebr"] * 18432 + (a["comb"] // LUTRAM_SITES_PER_DPR16X4) * 64
+
+
+def check_fit(res: dict[str, int], board: Board, what: str) -> None:
+    """Raise :class:`DoesNotFit` for the first of LUT4 sites, FF, EBR, DSP that ``res``
+    needs more of than ``board``'s device has."""
+    avail = board.available
+    for key in ("comb", "ff", "ebr", "dsp"):
+        if res[key] > avail[key]:
+            raise DoesNotFit(what, key, res[key], avail[key], f"{board.name} ({board.device})")
+
+
 # --------------------------------------------------------------------------------- one core
 def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: float = 100.0,
                synth_only: bool = False, step: Step | None = None, env: dict | None = None,
@@ -183,6 +209,11 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     outdir.mkdir(parents=True, exist_ok=True)
     seconds = {}
     what = f"core {name} ({geom.n_in} -> {geom.n_neurons}, P={geom.lanes})"
+
+    need, have = weight_bits_bound(cfg, geom), memory_bits_available(board)
+    if need > have:  # refuse before minutes of synthesis
+        raise DoesNotFit(what, "memory bits (the weights alone)", need, have,
+                         f"{board.name} ({board.device})")
 
     step.start(f"{name}: Verilog")
     t0 = time.monotonic()
@@ -208,10 +239,7 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     stat = json.loads((outdir / "stat.json").read_text())
     synth = synth_resources(stat, family)
     modules = module_breakdown(stat, top, family)
-    avail = board.available
-    for key in ("comb", "ff", "ebr", "dsp"):
-        if synth[key] > avail[key]:
-            raise DoesNotFit(what, key, synth[key], avail[key], f"{board.name} ({board.device})")
+    check_fit(synth, board, what)
 
     entry = {"name": name, "n_in": geom.n_in, "n_neurons": geom.n_neurons,
              "timesteps": geom.timesteps, "lanes": geom.lanes, "output_layer": geom.output_layer,

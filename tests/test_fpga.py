@@ -165,16 +165,28 @@ def test_build_small_core(tmp_path):
 
 
 def test_build_core_too_big_for_the_device(tmp_path):
-    """1024 x 64 16-bit weights need at least 64 DP16KD (1024 x 18 each); the 12F has 32."""
+    """1024 x 64 16-bit weights are 1,048,576 bits; the 12F holds 32 x 18,432 bits of block
+    RAM plus at most 12,096 / 6 x 64 of LUT-RAM (refused before synthesis)."""
     cfg_file = tmp_path / "big.yaml"
     cfg_file.write_text("network:\n  layers: [1024, 64]\n  timesteps: 2\n"
                         "hardware:\n  cores: 1\n  lanes: 1\n  max_inputs: 1024\n  max_neurons: 64\n")
     out = tmp_path / "build"
     r = run("build", "--board", "ulx3s-12f", "--config", str(cfg_file), "-o", str(out), "-q")
-    assert_user_error(r, "does not fit", "ulx3s-12f", "ebr needed", "available 32")
-    needed = int(r.stderr.split("ebr needed ")[1].split(",")[0])
-    assert needed >= 64
+    assert_user_error(r, "does not fit", "ulx3s-12f", "memory bits", f"needed {1024 * 64 * 16}",
+                      f"available {32 * 18432 + 12096 // 6 * 64}")
     assert not (out / "report.json").exists() and not (out / "report.txt").exists()
+
+
+def test_fit_check_after_synthesis_names_resource_needed_available():
+    """The check of the synthesis counts: the first resource over the device, with numbers."""
+    from spikeforge.fpga.flow import DoesNotFit, check_fit
+
+    board = get_board("icebreaker")  # iCE40 UP5K: 5,280 logic cells, 30 EBR, 8 DSP
+    fits = dict(comb=5280, lut4=5000, carry=900, lutram=0, ff=5280, ebr=30, dsp=8)
+    check_fit(fits, board, "core x")
+    with pytest.raises(DoesNotFit) as e:
+        check_fit(dict(fits, dsp=16), board, "core x")
+    assert str(e.value) == "core x does not fit icebreaker (iCE40UP5K): dsp needed 16, available 8"
 
 
 # --------------------------------------------------------------------------- the budget
