@@ -16,6 +16,7 @@ import pytest
 from spikeforge.fpga.boards import BOARDS, RESOURCE_KEYS, get_board
 from spikeforge.fpga.flow import critical_path, module_breakdown, pnr_resources
 from spikeforge.gen.config import load_config
+from spikeforge.rtl.geometry import ChipGeometry
 
 from .test_cli import assert_user_error, run
 
@@ -191,14 +192,11 @@ def test_fit_check_after_synthesis_names_resource_needed_available():
 
 # --------------------------------------------------------------------------- the budget
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [n for n, _ in __import__(
-    "spikeforge.rtl.geometry", fromlist=["ChipGeometry"]).ChipGeometry.from_config(
-    load_config("trainer-20core")).kinds()])
+@pytest.mark.parametrize("kind", [n for n, _ in ChipGeometry.from_config(load_config("trainer-20core")).kinds()])
 def test_trainer_core_within_budget(kind, tmp_path):
     """docs/DESIGN.md, "The budget": each core of the 20-core trainer within 3,000 LUT4 sites
     and 9 DP16KD (synthesis estimate: LUT4 + 2 per CCU2C + 6 per DPR16X4)."""
     from spikeforge.fpga.flow import build_core
-    from spikeforge.rtl.geometry import ChipGeometry
 
     cfg = load_config("trainer-20core")
     geom = dict(ChipGeometry.from_config(cfg).kinds())[kind]
