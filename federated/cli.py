@@ -21,30 +21,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ..gen.argtypes import positive_int, seed_int
+
 __all__ = ["add_federated_parser", "cmd_federated", "FEDERATED_BACKENDS", "format_report"]
 
 #: Chip backends a worker can drive (static: `spikeforge --help` must not import torch).
 FEDERATED_BACKENDS = ("model",)
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= v < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {v}")
-    return v
 
 
 def _partition(text: str) -> str:
@@ -65,17 +47,17 @@ def add_federated_parser(subparsers) -> argparse.ArgumentParser:
                     "each worker trains its chip on its shard for E epochs per round, the server "
                     "averages the weights in integers (weighted by sample counts, one half-up "
                     "rounding) and evaluates the global model on the test set.")
-    p.add_argument("--workers", type=_positive, default=5, metavar="W", help="workers (default 5)")
+    p.add_argument("--workers", type=positive_int, default=5, metavar="W", help="workers (default 5)")
     p.add_argument("--backend", choices=FEDERATED_BACKENDS, default="model",
                    help="chip of every worker; model: the bit-exact fixed-point model (default)")
-    p.add_argument("--rounds", type=_positive, default=10, metavar="R", help="rounds (default 10)")
-    p.add_argument("--local-epochs", type=_positive, default=3, metavar="E", dest="local_epochs",
+    p.add_argument("--rounds", type=positive_int, default=10, metavar="R", help="rounds (default 10)")
+    p.add_argument("--local-epochs", type=positive_int, default=3, metavar="E", dest="local_epochs",
                    help="epochs over its shard each worker trains per round (default 3)")
     p.add_argument("--partition", type=_partition, default="iid", metavar="iid|dirichlet:ALPHA",
                    help="split of the training set: iid, or label skew dirichlet:ALPHA (default iid)")
-    p.add_argument("--seed", type=_seed, default=0, metavar="S",
+    p.add_argument("--seed", type=seed_int, default=0, metavar="S",
                    help="initial weights, shards, shuffling and spikes (default 0)")
-    p.add_argument("--quorum", type=_positive, default=None, metavar="Q",
+    p.add_argument("--quorum", type=positive_int, default=None, metavar="Q",
                    help="answers a round needs to update the model (default ceil(W/2))")
     p.add_argument("--config", metavar="FILE|PRESET", default="federated-worker",
                    help="config of one worker (default: the federated-worker preset)")

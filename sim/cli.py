@@ -22,27 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from ..gen.argtypes import positive_int, unit_float
+
 __all__ = ["add_sim_parser", "cmd_sim_core", "stdout_to_stderr", "format_report"]
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
-
-
-def _density(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {v}")
-    return v
 
 
 def add_sim_parser(subparsers) -> argparse.ArgumentParser:
@@ -59,12 +41,12 @@ def add_sim_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--config", metavar="FILE|PRESET", default=None,
                    help="YAML config or preset (default: built-in defaults)")
     c.add_argument("--seed", type=int, default=0, metavar="S", help="weights, data order, spikes (default 0)")
-    c.add_argument("--samples", type=_positive, default=4, metavar="N",
+    c.add_argument("--samples", type=positive_int, default=4, metavar="N",
                    help="training samples (rounded up to whole mini-batches; default 4)")
     c.add_argument("--input", choices=("digits", "random"), default=None,
                    help="digits: rate-encoded digits (needs 64 inputs); random: Bernoulli spikes "
                         "(default: digits when the layer has 64 inputs, else random)")
-    c.add_argument("--density", type=_density, default=0.2, metavar="D",
+    c.add_argument("--density", type=unit_float, default=0.2, metavar="D",
                    help="spike probability per input and step for --input random (default 0.2)")
     c.add_argument("--waves", action="store_true", help="record waves (dump.fst/.vcd in the run dir)")
     c.add_argument("--report", metavar="FILE.json", default=None, help="also write the counters as JSON")
