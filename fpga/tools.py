@@ -43,14 +43,12 @@ class ToolMissing(Exception):
 def find_tool(var: str) -> str:
     """Absolute path of the tool behind Amaranth variable ``var`` (e.g. ``"YOSYS"``).
 
-    An explicit ``SPIKEFORGE_<VAR>`` override wins (tests and unusual installs); then the
-    YoWASP script next to the running interpreter; then PATH.
+    An explicit ``SPIKEFORGE_<VAR>`` override is the only candidate when set (tests and
+    unusual installs); otherwise the YoWASP script next to the running interpreter, then PATH.
     """
     exe, package = TOOLS[var]
     override = os.environ.get(f"SPIKEFORGE_{var}")
-    candidates = [override] if override else []
-    bindir = Path(sys.executable).parent
-    candidates += [str(bindir / exe)]
+    candidates = [override] if override else [str(Path(sys.executable).parent / exe)]
     for c in candidates:
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
