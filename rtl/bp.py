@@ -454,8 +454,9 @@ class BPEngine(wiring.Component):
         with m.If(busy & finished):
             m.d.sync += [busy.eq(0), self.done.eq(1)]
         with m.If(self.start & ~busy):
+            ctr += [self.cycles.eq(0), self.work.eq(0)]
             m.d.sync += [
-                busy.eq(1), self.cycles.eq(0), self.work.eq(0),
+                busy.eq(1),
                 free.eq(0b11), rel_ptr.eq((T - 1) & 1), sbusy.eq(0), pend.eq(0), rdy.eq(0),
                 dv_left.eq(1), dv_t.eq(T - 1), dv_b.eq(0), dv_row.eq(0), dv_h.eq((T - 1) * NB),
                 lst_left.eq(1), lst_t.eq(T - 1),

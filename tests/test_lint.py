@@ -7,6 +7,8 @@ alone as well.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from spikeforge.gen.config import Config
@@ -34,7 +36,22 @@ def _core(cfg, geom):
     return Core(cfg, geom)
 
 
-COMPONENTS = {"lif": _lif, "fp": _fp, "core": _core}
+def _lif_pipelined(cfg, geom):
+    from spikeforge.rtl.arith import acc_width
+    from spikeforge.rtl.lif import LIF
+
+    return LIF(cfg, geom.lanes, acc_width(cfg.arithmetic.weight_bits, geom.n_in), pipelined=True)
+
+
+def _core_board(cfg, geom):
+    """The Core as a board build makes it: no debug counters or monitors."""
+    from spikeforge.rtl.core import Core
+
+    return Core(cfg, geom, debug=False)
+
+
+COMPONENTS = {"lif": _lif, "lif_pipelined": _lif_pipelined, "fp": _fp, "core": _core,
+              "core_board": _core_board}
 
 GEOMETRIES = [
     pytest.param(CoreGeometry(n_in=64, n_neurons=10, timesteps=8, lanes=4), id="64x10-T8-P4"),
@@ -102,3 +119,22 @@ def test_core_dataflow_memories_and_lint(lanes, rounding):
     # every other memory is the same in both
     common = {n: v for n, v in mems["accumulate"].items() if not n.startswith(("g", "dvl"))}
     assert common == {n: v for n, v in mems["inplace"].items() if not n.startswith(("xbits", "dvh"))}
+
+
+def test_board_core_has_no_debug_logic():
+    """debug=False drops the monitor ports and every performance counter register."""
+    from spikeforge.gen.verilog import emit_verilog
+    from spikeforge.rtl.core import Core
+
+    geom = CoreGeometry(n_in=16, n_neurons=4, timesteps=4, lanes=2)
+    cfg = Config().replace(network={"layers": [16, 4], "timesteps": 4}, hardware={"lanes": 2})
+    board, debug = emit_verilog(Core(cfg, geom, debug=False)), emit_verilog(Core(cfg, geom))
+
+    def counters(text):     # registers named like a counter that something assigns
+        return re.findall(r"\b(?:ctr_\w+|cycles|work|stalls) <=", text)
+
+    def monitor_ports(text):
+        return re.findall(r"(?:input|output)\b[^;]*\bmon_", text)
+
+    assert len(counters(debug)) >= 14 and monitor_ports(debug)      # the checks can see them
+    assert counters(board) == [] and monitor_ports(board) == []
