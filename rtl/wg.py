@@ -507,8 +507,9 @@ class WGEngine(wiring.Component):
         m.d.sync += [u1r_r[q].eq(u_r[q]) for q in range(P)]
         m.d.sync += [u1r_w[k].eq(self.w_rdata[k]) for k in range(P)]
         m.d.comb += u_lane_ok.eq(Mux(u1r_last_block, valid_last, (1 << P) - 1))
-        # U2 and U3 registers: the update is pipelined (U1 forms G, U2 rotates lanes into
-        # banks and rounds, U3 subtracts, saturates and writes W) to keep each stage to one
+        # U2 and U3 registers: the update is pipelined (U1 reads arrive, U1R registers them
+        # and forms G, U2 rotates lanes into banks and rounds, U3 subtracts, saturates and
+        # writes W) to keep each stage to one
         # carry chain at 100 MHz.
         u2_valid, u3_valid = Signal(), Signal()
         u2_addr = Signal(unsigned(ubits(depth)))
@@ -528,7 +529,7 @@ class WGEngine(wiring.Component):
         u_bank_r = self._rotate(u2_r, u2_jlow)
 
         if ip:
-            # G of the column slice in U1, exactly: G_q = sum over t with x[t][j] = 1 of
+            # G of the column slice in U1R, exactly: G_q = sum over t with x[t][j] = 1 of
             # dv[t][b*P + q] (x bits of column j and dv history of block b read in U0);
             # never wider than grad_bits (the config guarantees it), so no saturation.
             xw = Signal(T)
@@ -575,7 +576,7 @@ class WGEngine(wiring.Component):
                              last_data[k].eq(new)]
 
             # update datapath, shared by both dataflows: W read in U0 at ua in every bank
-            # (on w_rdata in U1, registered for U2), G from the gradient memory (accumulate)
+            # (on w_rdata in U1, registered in U1R and U2), G from the gradient memory (accumulate)
             # or formed from the histories (in place); U2: delta = round(G >> lr_shift),
             # U3: W = sat(W - delta)
             gval = u_bank_g[k]
