@@ -58,7 +58,7 @@ def update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
 
 
 # ------------------------------------------------------------------------------ FP engine
-def fp_cycles(events_per_t, n_neurons: int, lanes: int) -> int:
+def fp_cycles(events_per_t, n_neurons: int, lanes: int, buffered: bool = False) -> int:
     """Cycles of the FP engine's forward pass of one sample (``FPEngine.cycles``).
 
     ``events_per_t[t]``: input spike events of timestep ``t``. Per timestep and neuron
@@ -67,10 +67,18 @@ def fp_cycles(events_per_t, n_neurons: int, lanes: int) -> int:
     5 (two LIF stages, ``NB >= 2``) to drain the column and weight registers, accumulate
     and LIF stages. Cycles frozen by back-pressure on the spike stream are not counted
     (``FPEngine.stalls`` has them).
+
+    ``buffered`` (the in-place dataflow): the events come through a one-timestep buffer
+    that the core's loader fills while FP waits -- instead of the 2 cycles for the offsets,
+    ``events(t) + 2`` per timestep (one per event, one to close the timestep, one to take
+    it), with the events offered back to back.
     """
     blocks = -(-n_neurons // lanes)
     lif_stages = 2 if blocks >= 2 else 1    # two-stage LIF when a block never follows itself
-    return 5 + lif_stages + blocks * sum(max(int(e), 1) for e in events_per_t)
+    walk = 3 + lif_stages + blocks * sum(max(int(e), 1) for e in events_per_t)
+    if buffered:
+        return walk + sum(int(e) + 2 for e in events_per_t)
+    return walk + 2
 
 
 def fp_work(events_per_t, n_neurons: int) -> int:
@@ -151,10 +159,10 @@ def bp_work(n_in: int, nnz_per_t) -> int:
 
 
 # ---------------------------------------------------------------------------- the Core
-def core_forward_cycles(events_per_t, n_neurons: int, lanes: int) -> int:
+def core_forward_cycles(events_per_t, n_neurons: int, lanes: int, buffered: bool = False) -> int:
     """Forward phase of the Core (``train``/``infer``): the FP engine plus one cycle to
     start it and one to see its ``done``."""
-    return fp_cycles(events_per_t, n_neurons, lanes) + 2
+    return fp_cycles(events_per_t, n_neurons, lanes, buffered) + 2
 
 
 def core_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
@@ -196,14 +204,10 @@ def core_backward_schedule(n_blocks: int, col_blocks: int, nnz_per_t, events_per
 
 
 # ----------------------------------------------- the in-place weight-gradient dataflow
-def inplace_capture_cycles(events_per_t) -> int:
-    """Cycles of the in-place WG engine's capture of one sample (``WGEngine.cycles`` after
-    ``start`` with ``hardware.wg_dataflow: inplace``): it walks the event list once and sets
-    bit ``t`` of column ``j`` for every event, ``T + sum_t events(t) + 2`` (one cycle per
-    timestep to read its offset, one per event, two to read and write back the last
-    event's column: whole-word read-modify-write). It runs
-    concurrently with BP; the dv history is written from BP's ``dvw`` at no cost."""
-    return len(events_per_t) + sum(int(e) for e in events_per_t) + 2
+#: Cycles of the in-place WG engine in the backward phase (``WGEngine.cycles`` after
+#: ``start``): the input spikes were captured during the forward pass and the dv history
+#: fills from BP's ``dvw`` at no cost, so WG only answers ``done``.
+INPLACE_BACKWARD_WG_CYCLES = 1
 
 
 def inplace_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
@@ -213,15 +217,15 @@ def inplace_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
     return update_cycles(n_in, n_neurons, lanes)
 
 
-def core_inplace_backward_cycles(n_blocks: int, col_blocks: int, nnz_per_t, events_per_t) -> dict:
+def core_inplace_backward_cycles(n_blocks: int, col_blocks: int, nnz_per_t) -> dict:
     """Predicted backward phase of the Core in the in-place dataflow.
 
     BP runs alone: its lists are accepted the cycle they are valid and released one cycle
-    later (:func:`bp_cycles` with ``release_delay=1``); WG captures the input spikes
-    concurrently (:func:`inplace_capture_cycles`, never waits: ``wg_stalls`` = 0). Returns
+    later (:func:`bp_cycles` with ``release_delay=1``); WG only keeps BP's dv
+    (:data:`INPLACE_BACKWARD_WG_CYCLES`, never waits: ``wg_stalls`` = 0). Returns
     ``bp_cycles``, ``wg_cycles``, ``wg_stalls`` and ``phase`` (:func:`core_backward_cycles`)."""
     bp = bp_cycles(n_blocks, col_blocks, nnz_per_t, release_delay=1)
-    wg = inplace_capture_cycles(events_per_t)
+    wg = INPLACE_BACKWARD_WG_CYCLES
     return {"bp_cycles": bp, "wg_cycles": wg, "wg_stalls": 0,
             "phase": core_backward_cycles(bp, wg, 0)}
 
@@ -231,8 +235,8 @@ def core_inplace_sample_cycles(n_in: int, n_neurons: int, lanes: int, nnz_per_t,
     forward (:func:`core_forward_cycles`), backward (:func:`core_inplace_backward_cycles`)
     and update (:func:`core_update_cycles`), which the Core runs back to back."""
     NB, JB = -(-n_neurons // lanes), -(-n_in // lanes)
-    fwd = core_forward_cycles(events_per_t, n_neurons, lanes)
-    bwd = core_inplace_backward_cycles(NB, JB, nnz_per_t, events_per_t)["phase"]
+    fwd = core_forward_cycles(events_per_t, n_neurons, lanes, buffered=True)
+    bwd = core_inplace_backward_cycles(NB, JB, nnz_per_t)["phase"]
     upd = core_update_cycles(n_in, n_neurons, lanes)
     return {"forward": fwd, "backward": bwd, "update": upd, "total": fwd + bwd + upd}
 

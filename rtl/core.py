@@ -11,8 +11,13 @@ Host side (all ``amaranth.lib.stream``):
 
 * ``ev_in`` (In, :func:`event_layout`): input events ``{t, j, end}`` of one sample in
   non-decreasing ``t``; an item with ``end = 1`` carries no event and closes the sample.
-  Accepted only while idle; the loader fills the ``ev_start`` table as it goes (one extra
-  cycle per timestep boundary).
+  Accumulate dataflow: accepted only while idle, into a list of ``T*n_in`` entries (the
+  loader fills the ``ev_start`` table as it goes, one extra cycle per timestep boundary).
+  In place: accepted during the forward pass of ``train``/``infer``, one timestep at a
+  time into a buffer of ``n_in`` entries that FP walks once per block (an event of a later
+  timestep, or ``end``, closes the timestep); offer them after sending the command. The
+  input spikes of a ``train`` go to WG's x bits as they are accepted. Either way an event
+  whose ``t`` went backwards or past ``T-1`` is dropped.
 * ``cmd`` (In, :func:`cmd_layout`) / ``rsp`` (Out, :func:`rsp_layout`): one response per
   command, ``status`` 0 = ok, 1 = unknown op, 2 = index out of range (nothing changed).
   Ops (:data:`OPS`): ``write_w`` (W[i, j] = data), ``read_w``, ``write_rng`` /
@@ -36,9 +41,9 @@ start of BP and WG until both are done (``core_backward_schedule``: BP waits for
 ``release`` when WG is the slower one, WG waits for BP's lists otherwise).
 
 Weight-gradient dataflow ``hardware.wg_dataflow`` (docs/core.md): ``accumulate`` as above;
-``inplace`` (batch size 1) has no gradient memory and no dv lists: ``train`` runs forward,
-backward (BP alone, its lists accepted and released at once; WG meanwhile writes the input
-spikes of the sample as bits and keeps BP's dv from ``dvw``) and then the in-place update
+``inplace`` (batch size 1) has no gradient memory, no dv lists and no event list: ``train``
+runs forward (the input spikes written as bits as they arrive), backward (BP alone, its
+lists accepted and released at once; WG keeps BP's dv from ``dvw``) and then the in-place update
 (WG forms each column slice of ``G`` from those histories and writes ``W`` back), and
 answers after the update; all three phase counters are set. The ``update`` command does
 not exist in this dataflow: it is answered ``bad_op`` and changes nothing. Backward =
@@ -141,6 +146,86 @@ class Core(wiring.Component):
             for name in mon:
                 setattr(self, name, getattr(sink, name))
 
+    def _event_list(self, m, fp, wg, ev, idle_ok, ld_fill, fwd):
+        """Accumulate dataflow: the whole sample's events, loaded while idle, in a list of
+        ``T*n_in`` entries with the offsets ``ev_start[t]``, walked by FP and WG."""
+        g, T, n_in = self.geom, self.geom.timesteps, self.geom.n_in
+        ev_mem = Memory(shape=unsigned(ubits(n_in)), depth=g.max_events, init=[])
+        st_mem = Memory(shape=unsigned(ubits(g.max_events + 1)), depth=T + 1, init=[0] * (T + 1))
+        m.submodules.ev_addr = ev_mem
+        m.submodules.ev_start = st_mem
+        ev_rp, ev_wp = ev_mem.read_port(), ev_mem.write_port()
+        st_rp, st_wp = st_mem.read_port(), st_mem.write_port()
+        m.d.comb += [
+            ev_rp.addr.eq(Mux(fwd, fp.ev_addr_raddr, wg.ev_addr_raddr)),
+            fp.ev_addr_rdata.eq(ev_rp.data), wg.ev_addr_rdata.eq(ev_rp.data),
+            st_rp.addr.eq(Mux(fwd, fp.ev_start_raddr, wg.ev_start_raddr)),
+            fp.ev_start_rdata.eq(st_rp.data), wg.ev_start_rdata.eq(st_rp.data),
+        ]
+        # loader: ev_start[0] = 0 always; on each timestep boundary write ev_start[t+1]
+        ld_t = Signal(range(T + 1))
+        ld_n = Signal(range(g.max_events + 1))
+        m.d.comb += [st_wp.addr.eq(ld_t + 1), st_wp.data.eq(ld_n), ev_wp.addr.eq(ld_n),
+                     ev_wp.data.eq(ev.j)]
+        with m.If(ld_fill):
+            m.d.comb += st_wp.en.eq(1)
+            m.d.sync += ld_t.eq(ld_t + 1)
+            with m.If(ld_t == T - 1):
+                m.d.sync += [ld_fill.eq(0), ld_t.eq(0), ld_n.eq(0)]
+        with m.Elif(self.ev_in.valid & idle_ok):
+            with m.If(ev.end):
+                m.d.comb += self.ev_in.ready.eq(1)
+                m.d.sync += ld_fill.eq(1)
+            with m.Elif(ev.t == ld_t):
+                m.d.comb += self.ev_in.ready.eq(1)
+                with m.If(ld_n < g.max_events):      # more events than T*n_in: dropped
+                    m.d.comb += ev_wp.en.eq(1)
+                    m.d.sync += ld_n.eq(ld_n + 1)
+            with m.Elif((ev.t > ld_t) & ((ld_t < T - 1) if T > 1 else Const(0))):
+                m.d.comb += st_wp.en.eq(1)
+                m.d.sync += ld_t.eq(ld_t + 1)
+            with m.Else():   # t went backwards or past T-1: dropped (the host broke the order)
+                m.d.comb += self.ev_in.ready.eq(1)
+
+
+    def _event_buffer(self, m, fp, wg, ev, training):
+        """In place: one timestep's events at a time (``n_in`` entries), filled while FP waits
+        for them (``fp.buf_wait``) and walked by FP once per block; an event of a later
+        timestep or ``end`` closes the timestep (after ``end`` the remaining timesteps close
+        with no events). The input spikes of a `train` go to WG's x bits as they arrive."""
+        g, T, n_in = self.geom, self.geom.timesteps, self.geom.n_in
+        ev_mem = Memory(shape=unsigned(ubits(n_in)), depth=n_in, init=[])
+        m.submodules.ev_addr = ev_mem
+        ev_rp, ev_wp = ev_mem.read_port(), ev_mem.write_port()
+        m.d.comb += [ev_rp.addr.eq(fp.ev_addr_raddr), fp.ev_addr_rdata.eq(ev_rp.data),
+                     fp.ev_start_rdata.eq(0), wg.ev_addr_rdata.eq(0), wg.ev_start_rdata.eq(0)]
+        ld_t = Signal(range(T))
+        ld_n = Signal(range(n_in + 1))
+        closed, ended = Signal(), Signal()
+        m.d.comb += [fp.buf_n.eq(ld_n), fp.buf_closed.eq(closed),
+                     ev_wp.addr.eq(ld_n), ev_wp.data.eq(ev.j),
+                     wg.cap_t.eq(ev.t), wg.cap_j.eq(ev.j)]
+        with m.If(fp.buf_take):
+            m.d.sync += [closed.eq(0), ld_n.eq(0), ld_t.eq(ld_t + 1)]
+            with m.If(ld_t == T - 1):                # the sample is over
+                m.d.sync += [ld_t.eq(0), ended.eq(0)]
+        with m.Elif(fp.buf_wait & ~closed):
+            with m.If(ended):
+                m.d.sync += closed.eq(1)
+            with m.Elif(self.ev_in.valid):
+                with m.If(ev.end):
+                    m.d.comb += self.ev_in.ready.eq(1)
+                    m.d.sync += [closed.eq(1), ended.eq(1)]
+                with m.Elif(ev.t == ld_t):
+                    m.d.comb += self.ev_in.ready.eq(1)
+                    with m.If(ld_n < n_in):          # more than n_in: a repeated column, dropped
+                        m.d.comb += [ev_wp.en.eq(1), wg.cap_valid.eq(training)]
+                        m.d.sync += ld_n.eq(ld_n + 1)
+                with m.Elif((ev.t > ld_t) & ((ld_t < T - 1) if T > 1 else Const(0))):
+                    m.d.sync += closed.eq(1)         # taken by the next timestep
+                with m.Else():   # t went backwards or past T-1: dropped (the host broke the order)
+                    m.d.comb += self.ev_in.ready.eq(1)
+
     def elaborate(self, platform):
         m = Module()
         cfg, g = self.cfg, self.geom
@@ -186,45 +271,14 @@ class Core(wiring.Component):
             w_rdata.append(rp.data)
 
         # ------------------------------------------------------------- input events
-        ev_mem = Memory(shape=unsigned(ubits(n_in)), depth=g.max_events, init=[])
-        st_mem = Memory(shape=unsigned(ubits(g.max_events + 1)), depth=T + 1, init=[0] * (T + 1))
-        m.submodules.ev_addr = ev_mem
-        m.submodules.ev_start = st_mem
-        ev_rp, ev_wp = ev_mem.read_port(), ev_mem.write_port()
-        st_rp, st_wp = st_mem.read_port(), st_mem.write_port()
-        m.d.comb += [
-            ev_rp.addr.eq(Mux(phase == FWD, fp.ev_addr_raddr, wg.ev_addr_raddr)),
-            fp.ev_addr_rdata.eq(ev_rp.data), wg.ev_addr_rdata.eq(ev_rp.data),
-            st_rp.addr.eq(Mux(phase == FWD, fp.ev_start_raddr, wg.ev_start_raddr)),
-            fp.ev_start_rdata.eq(st_rp.data), wg.ev_start_rdata.eq(st_rp.data),
-        ]
-        # loader: ev_start[0] = 0 always; on each timestep boundary write ev_start[t+1]
-        ld_t = Signal(range(T + 1))
-        ld_n = Signal(range(g.max_events + 1))
-        ld_fill = Signal()           # filling ev_start up to T after `end`
         ev = self.ev_in.payload
         idle_ok = Signal()
-        m.d.comb += [st_wp.addr.eq(ld_t + 1), st_wp.data.eq(ld_n), ev_wp.addr.eq(ld_n),
-                     ev_wp.data.eq(ev.j)]
-        with m.If(ld_fill):
-            m.d.comb += st_wp.en.eq(1)
-            m.d.sync += ld_t.eq(ld_t + 1)
-            with m.If(ld_t == T - 1):
-                m.d.sync += [ld_fill.eq(0), ld_t.eq(0), ld_n.eq(0)]
-        with m.Elif(self.ev_in.valid & idle_ok):
-            with m.If(ev.end):
-                m.d.comb += self.ev_in.ready.eq(1)
-                m.d.sync += ld_fill.eq(1)
-            with m.Elif(ev.t == ld_t):
-                m.d.comb += self.ev_in.ready.eq(1)
-                with m.If(ld_n < g.max_events):      # more events than T*n_in: dropped
-                    m.d.comb += ev_wp.en.eq(1)
-                    m.d.sync += ld_n.eq(ld_n + 1)
-            with m.Elif((ev.t > ld_t) & ((ld_t < T - 1) if T > 1 else Const(0))):
-                m.d.comb += st_wp.en.eq(1)
-                m.d.sync += ld_t.eq(ld_t + 1)
-            with m.Else():   # t went backwards or past T-1: dropped (the host broke the order)
-                m.d.comb += self.ev_in.ready.eq(1)
+        ld_fill = Signal()           # filling ev_start up to T after `end` (list only)
+        training = Signal()          # the forward pass of a `train` (not an `infer`)
+        if fp.buffered:
+            self._event_buffer(m, fp, wg, ev, training)
+        else:
+            self._event_list(m, fp, wg, ev, idle_ok, ld_fill, phase == FWD)
 
         # ------------------------------------------------------------- S, M histories
         for name in ("s", "m"):
@@ -367,7 +421,7 @@ class Core(wiring.Component):
                                      *respond(STATUS["ok"])]
                         m.next = "RSP"
                     with m.Case(OPS["train"], OPS["infer"]):
-                        m.d.sync += phase.eq(FWD)
+                        m.d.sync += [phase.eq(FWD), training.eq(op == OPS["train"])]
                         ctr += phase_ctr.eq(0)
                         m.next = "FWD_START"
                     with m.Case(OPS["update"]):

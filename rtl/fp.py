@@ -28,9 +28,19 @@ Pipeline (one block-event per cycle, no bubbles between blocks or timesteps):
   write of the cycle before is forwarded, so the shared count memory needs no
   transparent read port.
 
+Buffered input (the in-place dataflow, ``buffered``): there is no event list. At each
+timestep FP waits (``buf_wait``) while the core's loader writes the events of ``t`` into a
+buffer of ``n_in`` entries (``ev_addr``, one per cycle); an event of a later timestep (or
+``end``) closes it (``buf_closed``, ``buf_n`` events), FP takes it (``buf_take``) and walks
+``buffer[0 .. buf_n-1]`` once per block as above, then waits for ``t+1``. The buffer holds
+one timestep, so it fills one block RAM where the list of ``T*n_in`` entries took five on
+the 784-input core; the price is the fill, ``events(t) + 2`` cycles per timestep, not
+overlapped with the walk.
+
 Cycles (``cycles``, busy cycles excluding stalls; ``model/perf.py:fp_cycles``):
 ``2 + NB * sum_t max(events(t), 1) + 4`` (``NB = 1``) or ``+ 5`` (``NB >= 2``) -- two to
-read ``ev_start[0], ev_start[1]``, one per block-event, four or five to drain B, C, R, D, E.
+read ``ev_start[0], ev_start[1]``, one per block-event, four or five to drain B, C, R, D, E;
+buffered: ``sum_t (events(t) + 2)`` instead of the two.
 ``done`` pulses the cycle after the last write (``busy`` is low again); the last spike
 word, if any, is then still presented. ``work`` = ``sum_t events(t) * N``.
 ``stalls``: cycles frozen because the output register held a word (``spikes.valid``) that
@@ -100,6 +110,10 @@ class FPEngine(wiring.Component):
         P, NB, T = geom.lanes, geom.blocks, geom.timesteps
         depth = geom.weight_depth
         self.current_bits = arith.acc_width(a.weight_bits, geom.n_in)
+        #: in place (``hardware.wg_dataflow``): events come through a one-timestep buffer
+        #: that the core's loader fills while FP waits (module docstring, "Buffered input").
+        self.buffered = cfg.hardware.wg_dataflow == "inplace"
+        self.ev_depth = geom.n_in if self.buffered else geom.max_events
         super().__init__({
             "start": In(1),
             "busy": Out(1),
@@ -109,8 +123,12 @@ class FPEngine(wiring.Component):
             "stalls": Out(32),
             "ev_start_raddr": Out(unsigned(ubits(T + 1))),
             "ev_start_rdata": In(unsigned(ubits(geom.max_events + 1))),
-            "ev_addr_raddr": Out(unsigned(ubits(geom.max_events))),
+            "ev_addr_raddr": Out(unsigned(ubits(self.ev_depth))),
             "ev_addr_rdata": In(unsigned(ubits(geom.n_in))),
+            "buf_n": In(unsigned(ubits(geom.n_in + 1))),
+            "buf_closed": In(1),
+            "buf_wait": Out(1),
+            "buf_take": Out(1),
             "w_raddr": Out(unsigned(ubits(depth))).array(P),
             "w_rdata": In(signed(a.weight_bits)).array(P),
             "s_waddr": Out(unsigned(ubits(T * NB))),
@@ -159,13 +177,15 @@ class FPEngine(wiring.Component):
         stall = Signal()
 
         # ----------------------------------------------------------------- control FSM
-        # states: 0 idle, 1 S0 (ev_start[0] on rdata), 2 S1 (ev_start[1]), 3 RUN
-        state = Signal(2)
+        # states: 0 idle, 1 S0 (ev_start[0] on rdata), 2 S1 (ev_start[1]), 3 RUN,
+        # 5 WAIT (buffered: the loader fills the buffer with the events of t)
+        buffered, depth_ev = self.buffered, self.ev_depth
+        state = Signal(3)
         t = Signal(range(T + 1))
         b = Signal(range(NB + 1))
-        e = Signal(range(g.max_events + 1))
-        lo = Signal(range(g.max_events + 1))
-        hi = Signal(range(g.max_events + 1))
+        e = Signal(range(depth_ev + 1))
+        lo = Signal(range(depth_ev + 1))
+        hi = Signal(range(depth_ev + 1))
         base = Signal(range(g.weight_depth + n_in))     # b * n_in
         blk = Signal(range(T * NB + 1))                 # t * NB + b
         t_n, b_n, e_n = Signal.like(t), Signal.like(b), Signal.like(e)
@@ -206,7 +226,15 @@ class FPEngine(wiring.Component):
             with m.Switch(state):
                 with m.Case(0):
                     with m.If(self.start):
-                        m.d.comb += state_n.eq(1)
+                        if buffered:
+                            m.d.comb += [state_n.eq(5), t_n.eq(0), blk_n.eq(0)]
+                        else:
+                            m.d.comb += state_n.eq(1)
+                with m.Case(5):
+                    # the loader closed timestep t: its events are buffer[0 .. buf_n-1]
+                    with m.If(self.buf_closed):
+                        m.d.comb += [self.buf_take.eq(1), lo_n.eq(0), hi_n.eq(self.buf_n),
+                                     e_n.eq(0), b_n.eq(0), base_n.eq(0), state_n.eq(3)]
                 with m.Case(1):
                     m.d.comb += [lo_n.eq(self.ev_start_rdata), state_n.eq(2)]
                 with m.Case(2):
@@ -219,9 +247,14 @@ class FPEngine(wiring.Component):
                             with m.If(t == T - 1):
                                 m.d.comb += state_n.eq(0)
                             with m.Else():
-                                # next timestep: lo = hi, hi = ev_start[t+2] (on rdata)
-                                m.d.comb += [t_n.eq(t + 1), b_n.eq(0), base_n.eq(0), lo_n.eq(hi),
-                                             hi_n.eq(self.ev_start_rdata), e_n.eq(hi)]
+                                if buffered:
+                                    # the buffer is free again: wait for the events of t+1
+                                    m.d.comb += [t_n.eq(t + 1), state_n.eq(5)]
+                                else:
+                                    # next timestep: lo = hi, hi = ev_start[t+2] (on rdata)
+                                    m.d.comb += [t_n.eq(t + 1), b_n.eq(0), base_n.eq(0),
+                                                 lo_n.eq(hi), hi_n.eq(self.ev_start_rdata),
+                                                 e_n.eq(hi)]
                         with m.Else():
                             m.d.comb += [b_n.eq(b + 1), base_n.eq(base + n_in), e_n.eq(lo)]
                     with m.Else():
@@ -234,7 +267,8 @@ class FPEngine(wiring.Component):
         m.d.comb += [
             sa.eq(Mux(state_n == 1, 0, Mux(state_n == 2, 1, t_n + 2))),
             self.ev_start_raddr.eq(Mux(sa > T, T, sa)),
-            self.ev_addr_raddr.eq(Mux(e_n >= g.max_events, 0, e_n)),
+            self.ev_addr_raddr.eq(Mux(e_n >= depth_ev, 0, e_n)),
+            self.buf_wait.eq((state == 5) & ~stall),
         ]
         # ---------------------------------------------------------------- stage A -> B
         # B: the event's column (read in A) is registered before it forms the weight

@@ -50,11 +50,13 @@ Scoreboard visibility: every ``G`` write is mirrored on ``g_we``/``g_waddr``/``g
 
 **In-place dataflow** (``hardware.wg_dataflow: inplace``, batch size 1; docs/core.md
 "Weight-gradient dataflows"). No gradient memory is instantiated and the dv lists are not
-read. ``start`` instead *captures* the sample: it walks the event list (``t = 0 .. T-1``)
-and sets bit ``t`` of word ``j`` of the private input-spike memory (``n_in`` words of ``T``
-bits) for every event -- ``T + events + 2`` cycles (``perf.inplace_capture_cycles``),
-``work`` = events -- while every block's dv shown on the ``dvw`` input (BP's observation
-port) is written into the private dv history (lane bank ``q``, word ``b``, field ``t``).
+read. The sample's input spikes arrive during the forward pass on ``cap_valid``/``cap_t``/
+``cap_j`` (from the core's loader, one per cycle): bit ``t`` of word ``j`` of the private
+input-spike memory (``n_in`` words of ``T`` bits) is set by a whole-word read-modify-write.
+``start`` (the backward phase) then only answers ``done`` (one cycle,
+``perf.INPLACE_BACKWARD_WG_CYCLES``, ``work`` 0), while every block's dv shown on the
+``dvw`` input (BP's observation port) is written into the private dv history (lane bank
+``q``, word ``b``, field ``t``).
 ``lists`` is always ready and ``release`` follows each acceptance by one cycle, so BP runs
 as if alone. ``start_update`` (after BP is done: it overwrites ``W``) runs the update
 pass above unchanged -- same schedule, rounding, rng stepping and write-back, cycles
@@ -143,6 +145,9 @@ class WGEngine(wiring.Component):
       them (writes are ignored, reads give 0).
     * ``dvw`` (In, ``bp.dvw_layout``): BP's dv of every block; the in-place dataflow keeps
       them (ignored by the accumulate dataflow).
+    * ``cap_valid``, ``cap_t``, ``cap_j`` (In; in place only): an input spike ``x[t][j]`` of
+      the sample being trained, from the core's loader during the forward pass; bit ``t``
+      of x-bit word ``j`` is set (read-modify-write over two cycles, forwarded).
     """
 
     def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True):
@@ -190,6 +195,9 @@ class WGEngine(wiring.Component):
             "rng_raddr": In(unsigned(ubits(NB))),
             "rng_rdata": Out(32).array(P),
             "dvw": In(dvw_layout(cfg, geom)),
+            "cap_valid": In(1),
+            "cap_t": In(unsigned(ubits(geom.timesteps))),
+            "cap_j": In(unsigned(ubits(geom.n_in))),
         })
 
     # ------------------------------------------------------------------------------------
@@ -308,20 +316,15 @@ class WGEngine(wiring.Component):
         with m.If(pf_pending):
             m.d.sync += [lo.eq(self.ev_start_rdata), pf_pending.eq(0)]
 
-        # in place, capture: x bits of the event being written (the cycle after its read)
-        xw_valid = Signal()
-        xw_t = Signal(unsigned(ubits(T)))
-        m.d.sync += xw_valid.eq(0)
 
         with m.FSM(name="wg_fsm"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     ctr += [cycles.eq(0), work.eq(0), stalls.eq(0)]
                     if ip:
-                        # capture: walk the event list t = 0 .. T-1 (ev_start[1] first)
-                        m.d.comb += self.ev_start_raddr.eq(1)
-                        m.d.sync += [t_cur.eq(0), e.eq(0)]
-                        m.next = "X_T"
+                        # the input spikes were captured during the forward pass; the dv
+                        # history fills from BP's dvw: nothing to walk
+                        m.next = "X_DONE"
                     else:
                         m.d.comb += self.ev_start_raddr.eq(g.timesteps)
                         m.next = "PREFETCH"
@@ -332,39 +335,9 @@ class WGEngine(wiring.Component):
 
             if ip:
                 # ---------------------------------------- in place: capture the input spikes
-                with m.State("X_T"):
-                    # ev_start[t+1] arrives: the events of t are e .. ev_start[t+1]-1
-                    m.d.comb += [busy.eq(1), count.eq(1)]
-                    m.d.sync += e_end.eq(self.ev_start_rdata)
-                    with m.If(e != self.ev_start_rdata):
-                        m.next = "X_RUN"
-                    with m.Elif(t_cur == T - 1):
-                        m.d.sync += drain.eq(0)
-                        m.next = "X_DRAIN"
-                    with m.Else():
-                        m.d.comb += self.ev_start_raddr.eq(t_cur + 2)
-                        m.d.sync += t_cur.eq(t_cur + 1)
-                with m.State("X_RUN"):
-                    # one event per cycle: read its column, set bit t of that column next cycle
-                    m.d.comb += [busy.eq(1), count.eq(1)]
-                    m.d.sync += [e.eq(e + 1), xw_valid.eq(1), xw_t.eq(t_cur)]
-                    ctr += work.eq(work + 1)
-                    with m.If(e + 1 == e_end):
-                        with m.If(t_cur == T - 1):
-                            m.d.sync += drain.eq(0)
-                            m.next = "X_DRAIN"
-                        with m.Else():
-                            m.d.comb += self.ev_start_raddr.eq(t_cur + 2)
-                            m.d.sync += t_cur.eq(t_cur + 1)
-                            m.next = "X_T"
-                with m.State("X_DRAIN"):
-                    # the last event's column is read (first cycle) and written (second)
-                    m.d.comb += [busy.eq(1), count.eq(1)]
-                    m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == 1):
-                        m.d.comb += self.done.eq(1)
-                        m.d.sync += drain.eq(0)
-                        m.next = "IDLE"
+                with m.State("X_DONE"):
+                    m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
+                    m.next = "IDLE"
             else:
                 # ---------------------------------------------------------------- accumulate
                 with m.State("PREFETCH"):
@@ -441,19 +414,19 @@ class WGEngine(wiring.Component):
             # next cycle (BP then runs as with an always-ready WG, release_delay 1).
             m.d.comb += self.lists.ready.eq(1)
             m.d.sync += release.eq(self.lists.valid)
-            # capture, read-modify-write of whole words: X1 (xw_valid) reads column j, X2
-            # writes it back with bit t set; the write of the cycle before is forwarded (an
-            # event of t+1 may follow one of t on the same column).
+            # capture, read-modify-write of whole words: X1 (cap_valid) reads column j, X2
+            # writes it back with bit t set; the write of the cycle before is forwarded (the
+            # host may repeat a column).
             xw2_valid, xw2_t = Signal(), Signal(unsigned(ubits(T)))
             xw2_j = Signal(unsigned(ubits(n_in)))
             xl_we, xl_j, xl_data = Signal(), Signal(unsigned(ubits(n_in))), Signal(T)
-            m.d.sync += [xw2_valid.eq(xw_valid), xw2_t.eq(xw_t), xw2_j.eq(self.ev_addr_rdata)]
+            m.d.sync += [xw2_valid.eq(self.cap_valid), xw2_t.eq(self.cap_t), xw2_j.eq(self.cap_j)]
             old = Mux(xl_we & (xl_j == xw2_j), xl_data, x_rd.data)
             new = Signal(T)
             m.d.comb += new.eq(old | (Const(1, T) << xw2_t))
             m.d.sync += [xl_we.eq(xw2_valid), xl_j.eq(xw2_j), xl_data.eq(new)]
-            with m.If(xw_valid):
-                m.d.comb += x_rd.addr.eq(self.ev_addr_rdata)
+            with m.If(self.cap_valid):
+                m.d.comb += x_rd.addr.eq(self.cap_j)
             with m.If(xw2_valid):
                 m.d.comb += [x_wr.addr.eq(xw2_j), x_wr.data.eq(new), x_wr.en.eq(1)]
             for q in range(P):

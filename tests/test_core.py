@@ -98,6 +98,17 @@ class CoreTB:
                          pack([(0, self.tw), (0, ubits(self.geom.n_in)), (1, 1)]))
         return per_t
 
+    async def offer_events(self, x, buffered):
+        """Events of one sample for the next forward pass -> (events per t, feeder task).
+
+        The accumulate dataflow takes the whole sample while idle (loaded here); in place the
+        core takes one timestep at a time during the forward pass, so a background task keeps
+        them offered back to back (await the task after the command)."""
+        if not buffered:
+            return await self.load_events(x), None
+        per_t = [int(x[t].sum()) for t in range(self.T)]
+        return per_t, cocotb.start_soon(self.load_events(x))
+
     async def load_ds(self, ds):
         """Error from above (T, N) of a hidden-layer core through ds_in, one block per item."""
         d, P, eb = self.dut, self.P, self.cfg.arithmetic.error_bits
@@ -363,7 +374,7 @@ async def core_train(dut):
         tr = traces[0]
         for k in range(B):
             where = f"seed={seed} batch={batch} sample={k} label={int(labels[k])}"
-            events = await tb.load_events(x[k])
+            events, feeder = await tb.offer_events(x[k], ip)
             if geom.output_layer:
                 await tb.ok("set_label", data=int(labels[k]))
             else:
@@ -382,6 +393,7 @@ async def core_train(dut):
                     wmon(cycle)
 
                 await tb.ok("train", monitor=both)
+                assert feeder.done(), f"{where}: train answered before every event was taken"
                 assert len(seen) == N * n_in, f"{where}: {len(seen)} of {N * n_in} weights written"
             else:
                 await tb.ok("train", monitor=sb.check)
@@ -389,18 +401,18 @@ async def core_train(dut):
             c = await tb.counters()
             nnz = perf.bp_nnz(tr.dv[k].tolist())
             lens = [perf.wg_lane_lengths(tr.dv[k, t].tolist(), P) for t in range(T)]
-            exp_fp = perf.fp_cycles(events, N, P)
+            exp_fp = perf.fp_cycles(events, N, P, buffered=ip)
             assert c["fp_cycles"] == exp_fp, f"{where}: fp cycles {c['fp_cycles']} != perf {exp_fp}"
             # back-pressure on spikes_out freezes FP: those cycles are in fp_stalls, not fp_cycles
-            exp_fwd = perf.core_forward_cycles(events, N, P) + c["fp_stalls"]
+            exp_fwd = perf.core_forward_cycles(events, N, P, buffered=ip) + c["fp_stalls"]
             assert c["fwd_phase"] == exp_fwd, f"{where}: forward phase {c['fwd_phase']} != perf {exp_fwd}"
             if ready_p >= 1.0:
                 assert c["fp_stalls"] == 0, f"{where}: FP stalled without back-pressure"
             total_fp_stalls += c["fp_stalls"]
             assert c["fp_work"] == perf.fp_work(events, N), f"{where}: fp work {c['fp_work']}"
             if ip:
-                exp_wg = perf.inplace_capture_cycles(events)
-                exp_wg_work = sum(events)
+                exp_wg = perf.INPLACE_BACKWARD_WG_CYCLES
+                exp_wg_work = 0
             else:
                 exp_wg = perf.wg_cycles(events, lens)
                 exp_wg_work = perf.wg_work(events, lens)
@@ -412,7 +424,7 @@ async def core_train(dut):
             exp_bwd = perf.core_backward_cycles(c["bp_cycles"], c["wg_cycles"], c["wg_stalls"])
             assert c["bwd_phase"] == exp_bwd, f"{where}: backward phase {c['bwd_phase']} != {exp_bwd}"
             if ip:
-                sched = perf.core_inplace_backward_cycles(geom.blocks, geom.col_blocks, nnz, events)
+                sched = perf.core_inplace_backward_cycles(geom.blocks, geom.col_blocks, nnz)
             else:
                 sched = perf.core_backward_schedule(geom.blocks, geom.col_blocks, nnz, events, lens)
             got = {k: c[k] for k in ("bp_cycles", "wg_cycles", "wg_stalls")}
@@ -468,8 +480,9 @@ async def core_train(dut):
         x = rate_encode(ds.x_test[:1], T, gen, gain=raw.get("gain", 1.0))
     else:
         x = (torch.rand(1, T, n_in, generator=gen) < density).to(torch.int64)
-    await tb.load_events(x[0])
+    _, feeder = await tb.offer_events(x[0], ip)
     await tb.ok("infer")
+    assert feeder is None or feeder.done(), "infer answered before every event was taken"
     cnt = model.forward(x)[0].count[0]
     for i in range(N):
         got = await tb.ok("read_count", i)
