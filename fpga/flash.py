@@ -208,9 +208,12 @@ def cmd_flash(args, out: TextIO) -> int:
         try:
             res = run_tool(argv, log, cwd=Path.cwd(), tick=progress.tick)
         except OSError as e:  # e.g. the override is not an executable after all
-            progress.close()
             raise _user_error(f"cannot run {exe}: {e.strerror or e}") from None
-        progress.close()
+        finally:
+            if progress.enabled:  # wipe the spinner: the result is the only line left
+                progress.stream.write("\r\x1b[K")
+                progress.stream.flush()
+                progress.label = ""
         output = log.read_text(encoding="utf-8", errors="replace")
     if res.returncode == 0:
         kept = "kept across power cycles" if args.persist else "until power-off"
