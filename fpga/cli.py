@@ -44,7 +44,9 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--board", metavar="BOARD", default=None,
                    help="board name (default: the config's board); see the list above")
     b.add_argument("--config", metavar="FILE|PRESET", default=None,
-                   help="YAML config or preset (default: built-in defaults)")
+                   help="YAML config or preset (default: the board's preset: trainer-20core on "
+                        "the 85F boards, federated-worker on the smaller ECP5 boards, the "
+                        "built-in defaults on the iCEBreaker)")
     b.add_argument("--target", choices=TARGETS, default="core",
                    help="core: each core kind on its own, out of context (default)")
     b.add_argument("-o", "--output", metavar="DIR", default=None,
@@ -110,14 +112,24 @@ def _user_error(msg: str):
 
 def cmd_build(args, out: TextIO) -> int:
     """Run ``spikeforge build``; see the module docstring for the exit status."""
-    from ..gen.config import load_config
+    from ..gen.config import Config, load_config
     from ..rtl.geometry import ChipGeometry
     from .boards import get_board
     from .flow import DoesNotFit, FlowError, Step, build_core
     from .report import clear_reports, core_report, write_reports
     from .tools import ToolMissing, tool_env
 
-    cfg = load_config(args.config)
+    config_name = args.config
+    if args.config is None:
+        # No --config: the board's preset (docs/fpga.md, "Boards"); with no --board either,
+        # the board of the built-in defaults.
+        board_name = args.board or Config().board
+        try:
+            board = get_board(board_name)
+        except KeyError as e:
+            raise _user_error(e.args[0]) from None
+        config_name = board.default_preset
+    cfg = load_config(config_name)
     board_name = args.board or cfg.board
     try:
         board = get_board(board_name)
@@ -140,6 +152,9 @@ def cmd_build(args, out: TextIO) -> int:
         raise _user_error(f"-o: cannot use {outdir}: {e.strerror or e}") from None
 
     progress = BuildProgress(sys.stderr, enabled=not args.quiet)
+    if args.config is None and not args.quiet:
+        sys.stderr.write(f"build: no --config: building the {board.name} preset "
+                         f"{config_name or '(built-in defaults)'}\n")
     step = Step(progress.start, progress.tick)
     t0 = time.monotonic()
     cores = []
@@ -157,7 +172,7 @@ def cmd_build(args, out: TextIO) -> int:
     finally:
         progress.close()
     rep = core_report(cfg, board, cores, target_mhz=args.target_mhz, seconds=time.monotonic() - t0,
-                      config_name=args.config or "defaults", synth_only=args.synth_only)
+                      config_name=config_name or "defaults", synth_only=args.synth_only)
     j, t = write_reports(outdir, rep)
 
     out.write(f"{'core':<20} {'LUT4 sites':>10} {'FF':>6} {'EBR':>4} {'DSP':>4} {'fmax MHz':>9}\n")

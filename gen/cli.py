@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     from spikeforge.fpga.cli import add_build_parser
 
     add_build_parser(sub)
+    # `spikeforge flash ...`: openFPGALoader (fpga/flash.py).
+    from spikeforge.fpga.flash import add_flash_parser
+
+    add_flash_parser(sub)
     return p
 
 

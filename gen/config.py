@@ -1,8 +1,9 @@
 """The one configuration object of spikeforge: YAML -> validated frozen dataclasses.
 
-This module is a leaf: it imports nothing else of spikeforge, so that the model, the RTL,
-the testbenches and the reports can all read the same object without importing each
-other. Every field carries a doc comment; every check names the key, the value and what
+This module is a leaf: it imports nothing else of spikeforge but the board table
+(``fpga/boards.py``, itself standard library only and without ``amaranth-boards`` at import
+time), so that the model, the RTL, the testbenches and the reports can all read the same
+object without importing each other. Every field carries a doc comment; every check names the key, the value and what
 is allowed, and raises :class:`ConfigError` (the CLI turns it into exit status 2).
 """
 
@@ -15,20 +16,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..fpga.boards import BOARDS as _BOARD_TABLE
+
 __all__ = [
     "ConfigError", "NetworkConfig", "NeuronConfig", "ArithmeticConfig", "TrainConfig",
     "HardwareConfig", "Config", "load_config", "config_from_dict", "preset_path", "PRESETS",
     "BOARDS", "DATASETS", "WG_DATAFLOWS",
 ]
 
-#: Boards the FPGA flow knows (name -> one-line description). The build flow owns the
-#: details; the config only needs to reject a name it will never be able to build.
-BOARDS = {
-    "ulx3s-85f": "Radiona ULX3S, Lattice ECP5 LFE5U-85F",
-    "ulx3s-45f": "Radiona ULX3S, Lattice ECP5 LFE5U-45F",
-    "ulx3s-25f": "Radiona ULX3S, Lattice ECP5 LFE5U-25F",
-    "icebreaker": "1BitSquared iCEBreaker, Lattice iCE40 UP5K",
-}
+#: Boards the FPGA flow knows (name -> one-line description), read from the one board
+#: table, ``fpga/boards.py``: the config only needs to reject a name it will never be able
+#: to build.
+BOARDS = {name: board.description for name, board in _BOARD_TABLE.items()}
 
 #: Weight-gradient dataflows of the WG engine (``hardware.wg_dataflow``).
 WG_DATAFLOWS = ("accumulate", "inplace")

