@@ -244,22 +244,26 @@ def core_inplace_sample_cycles(n_in: int, n_neurons: int, lanes: int, nnz_per_t,
 # ------------------------------------------------------------------ memory of each dataflow
 def wg_memory_bits(n_in: int, n_neurons: int, lanes: int, timesteps: int, dv_bits: int,
                    grad_bits: int, dataflow: str) -> dict:
-    """Memory bits the weight-gradient dataflow adds to a core (beyond ``W``, the event list
-    and the S/M histories, which both dataflows share), as the RTL instantiates it.
+    """Memory bits that depend on the weight-gradient dataflow (beyond ``W`` and the S/M
+    histories, which both dataflows share), as the RTL instantiates them.
 
     accumulate: the gradient memory, ``P`` banks of ``NB*n_in`` words of ``grad_bits``, and
     the BP -> WG dv lists, ``P`` banks of ``2*NB`` entries ``{b, dv}``.
     inplace: the input-spike bits, ``n_in`` words of ``T`` bits, and the dv history, ``P``
     banks of ``NB`` words of ``T*dv_bits``.
+    ``events``: accumulate keeps the sample's event list (``T*n_in`` column addresses and
+    ``T+1`` offsets), in place a one-timestep buffer of ``n_in`` column addresses.
     """
-    P, T = int(lanes), int(timesteps)
+    P, T, n = int(lanes), int(timesteps), int(n_in)
     NB = -(-int(n_neurons) // P)
+    col = max(1, (n - 1).bit_length())
     if dataflow == "accumulate":
         bbits = max(1, (NB - 1).bit_length())
-        parts = {"grad_memory": P * NB * int(n_in) * int(grad_bits),
-                 "dv_lists": P * 2 * NB * (bbits + int(dv_bits))}
+        parts = {"grad_memory": P * NB * n * int(grad_bits),
+                 "dv_lists": P * 2 * NB * (bbits + int(dv_bits)),
+                 "events": T * n * col + (T + 1) * (T * n).bit_length()}
     elif dataflow == "inplace":
-        parts = {"x_bits": int(n_in) * T, "dv_history": P * NB * T * int(dv_bits)}
+        parts = {"x_bits": n * T, "dv_history": P * NB * T * int(dv_bits), "events": n * col}
     else:
         raise ValueError(f"wg_memory_bits: dataflow {dataflow!r}, expected 'accumulate' or 'inplace'")
     parts["total"] = sum(parts.values())

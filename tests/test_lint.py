@@ -86,8 +86,9 @@ def _memories(vfile):
 @pytest.mark.parametrize("lanes,rounding", [(4, "stochastic"), (1, "nearest")])
 def test_core_dataflow_memories_and_lint(lanes, rounding):
     """Both dataflows of the Core lint clean with only the waiver file; the in-place build
-    has no gradient memory and no dv lists, and the memory bits the WG dataflow adds are
-    exactly ``perf.wg_memory_bits`` in both (G + dv lists vs input-spike bits + dv history)."""
+    has no gradient memory and no dv lists, and the memory bits that depend on the dataflow
+    are exactly ``perf.wg_memory_bits`` in both (G + dv lists + event list vs input-spike
+    bits + dv history + one-timestep event buffer)."""
     from spikeforge.model import perf
     from spikeforge.rtl.core import Core
 
@@ -114,11 +115,12 @@ def test_core_dataflow_memories_and_lint(lanes, rounding):
                 f"in-place core instantiates a gradient memory or dv lists: {sorted(mems[df])}"
             got = {"x_bits": mems[df]["xbits"][0] * mems[df]["xbits"][1],
                    "dv_history": sum(w * d for n, (w, d) in mems[df].items() if n.startswith("dvh"))}
+        got["events"] = sum(w * d for n, (w, d) in mems[df].items() if n.startswith("ev_"))
         got["total"] = sum(got.values())
         assert got == exp, f"{df}: memory bits {got} != perf.wg_memory_bits {exp}"
     # every other memory is the same in both
-    common = {n: v for n, v in mems["accumulate"].items() if not n.startswith(("g", "dvl"))}
-    assert common == {n: v for n, v in mems["inplace"].items() if not n.startswith(("xbits", "dvh"))}
+    common = {n: v for n, v in mems["accumulate"].items() if not n.startswith(("g", "dvl", "ev_"))}
+    assert common == {n: v for n, v in mems["inplace"].items() if not n.startswith(("xbits", "dvh", "ev_"))}
 
 
 def test_board_core_has_no_debug_logic():
