@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["Status", "FrameHeader", "ReplyHeader", "PayloadByte", "ErrReply", "stats_layout",
            "STATS", "crc16_next", "FrameDecoder", "FrameEncoder", "HostLink", "OVERHEAD_BYTES",
-           "encoded_max"]
+           "encoded_max", "SerialHostLink"]
 
 #: header (seq, op/status, len u16) + CRC-16
 OVERHEAD_BYTES = 6
@@ -143,7 +143,7 @@ class FrameDecoder(wiring.Component):
     the decoder keeps; ``err_replies`` is HostLink's).
     """
 
-    def __init__(self, max_payload: int = 1024, timeout_cycles: int = 1 << 20,
+    def __init__(self, max_payload: int = 2048, timeout_cycles: int = 1 << 20,
                  counter_bits: int = 16):
         _check_int("FrameDecoder", "max_payload", max_payload, 1, 0xFFFF)
         _check_int("FrameDecoder", "timeout_cycles", timeout_cycles, 1, (1 << 32) - 1)
@@ -322,7 +322,7 @@ class FrameEncoder(wiring.Component):
     replaced by ``{seq, too_long, 0}``.
     """
 
-    def __init__(self, max_payload: int = 1024):
+    def __init__(self, max_payload: int = 2032):
         _check_int("FrameEncoder", "max_payload", max_payload, 1, 0xFFFF)
         self.max_payload = max_payload
         self.depth = encoded_max(max_payload + OVERHEAD_BYTES)
@@ -344,7 +344,12 @@ class FrameEncoder(wiring.Component):
         seq, status, n = Signal(8), Signal(8), Signal(16)      # n: payload bytes
         drain = Signal(16)
         crc = Signal(16, init=CRC_INIT)
-        li = Signal(range(MP + OVERHEAD_BYTES + 1))            # logical byte index
+        # the byte source, from registers only (short paths): phase, index within it
+        ph = Signal(2)                                         # 0 header, 1 payload, 2 CRC
+        hi = Signal(2)                                         # header byte index
+        pay_left = Signal(16)
+        pay_one = Signal()                                     # pay_left == 1
+        ci = Signal()                                          # CRC byte index
         slot = Signal(range(D))                                # the open block's code slot
         wptr = Signal(range(D + 1))
         k = Signal(8)                                          # bytes in the open block
@@ -352,32 +357,31 @@ class FrameEncoder(wiring.Component):
         cached = Signal()
         ri = Signal(range(D + 1))
 
-        total = n + OVERHEAD_BYTES
-        # the byte at logical index li
-        fb, fv, fcrc = Signal(8), Signal(), Signal()
-        with m.If(li < 4):
-            m.d.comb += [fb.eq(Mux(li[1], Mux(li[0], n[8:], n[:8]), Mux(li[0], status, seq))),
-                         fv.eq(1), fcrc.eq(1)]
-        with m.Elif(li < n + 4):
-            m.d.comb += [fb.eq(self.rsp_data.payload), fv.eq(self.rsp_data.valid), fcrc.eq(1)]
-        with m.Elif(li == n + 4):
-            m.d.comb += [fb.eq(crc[8:]), fv.eq(1)]
-        with m.Else():
-            m.d.comb += [fb.eq(crc[:8]), fv.eq(1)]
-        is_last = li == total - 1
+        fb, fv = Signal(8), Signal()
+        is_last = Signal()
+        with m.Switch(ph):
+            with m.Case(0):
+                m.d.comb += [fb.eq(Mux(hi[1], Mux(hi[0], n[8:], n[:8]), Mux(hi[0], status, seq))),
+                             fv.eq(1)]
+            with m.Case(1):
+                m.d.comb += [fb.eq(self.rsp_data.payload), fv.eq(self.rsp_data.valid)]
+            with m.Default():
+                m.d.comb += [fb.eq(Mux(ci, crc[:8], crc[8:])), fv.eq(1), is_last.eq(ci)]
 
         with m.FSM(name="enc"):
             with m.State("IDLE"):
                 m.d.comb += self.rsp.ready.eq(1)
                 with m.If(self.rsp.valid):
                     h = self.rsp.payload
-                    m.d.sync += [seq.eq(h.seq), li.eq(0), crc.eq(CRC_INIT), slot.eq(0), wptr.eq(1),
-                                 k.eq(0), cached.eq(0)]
+                    m.d.sync += [seq.eq(h.seq), crc.eq(CRC_INIT), slot.eq(0), wptr.eq(1),
+                                 k.eq(0), cached.eq(0), ph.eq(0), hi.eq(0), ci.eq(0)]
                     with m.If(h.len > MP):
-                        m.d.sync += [status.eq(Status.TOO_LONG), n.eq(0), drain.eq(h.len)]
+                        m.d.sync += [status.eq(Status.TOO_LONG), n.eq(0), drain.eq(h.len),
+                                     pay_left.eq(0)]
                         m.next = "DRAIN"
                     with m.Else():
-                        m.d.sync += [status.eq(h.status), n.eq(h.len)]
+                        m.d.sync += [status.eq(h.status), n.eq(h.len), pay_left.eq(h.len),
+                                     pay_one.eq(h.len == 1)]
                         m.next = "FEED"
                 with m.Elif(self.replay & cached):
                     m.d.sync += ri.eq(0)
@@ -389,11 +393,20 @@ class FrameEncoder(wiring.Component):
                     with m.If(drain == 1):
                         m.next = "FEED"
             with m.State("FEED"):
-                m.d.comb += [self.busy.eq(1), self.rsp_data.ready.eq((li >= 4) & (li < n + 4))]
+                m.d.comb += [self.busy.eq(1), self.rsp_data.ready.eq(ph == 1)]
                 with m.If(fv):
-                    m.d.sync += li.eq(li + 1)
-                    with m.If(fcrc):
-                        m.d.sync += crc.eq(crc16_next(crc, fb))
+                    with m.Switch(ph):                 # advance the source
+                        with m.Case(0):
+                            m.d.sync += [hi.eq(hi + 1), crc.eq(crc16_next(crc, fb))]
+                            with m.If(hi == 3):
+                                m.d.sync += ph.eq(Mux(n == 0, 2, 1))
+                        with m.Case(1):
+                            m.d.sync += [pay_left.eq(pay_left - 1), pay_one.eq(pay_left == 2),
+                                         crc.eq(crc16_next(crc, fb))]
+                            with m.If(pay_one):
+                                m.d.sync += ph.eq(2)
+                        with m.Default():
+                            m.d.sync += ci.eq(1)
                     with m.If(fb == 0):                # close the block in its reserved slot
                         m.d.comb += [wp.addr.eq(slot), wp.data.eq(k + 1), wp.en.eq(1)]
                         m.d.sync += [slot.eq(wptr), wptr.eq(wptr + 1), k.eq(0)]
@@ -446,11 +459,14 @@ class HostLink(wiring.Component):
     * ``rsp`` (In, :class:`ReplyHeader`) then ``len`` bytes on ``rsp_data`` (In): exactly
       one reply per request taken on ``cmd``, with its ``seq``,
     * ``stats`` (Out, :func:`stats_layout`): the link's saturating counters.
+
+    Defaults: requests up to 2,048 payload bytes (the buffer is one 2,048 x 9 EBR; a
+    784-word weight row, 1,575 bytes with its address, fits one frame); replies up to
+    2,032 bytes (the largest whose COBS encoding, 2,047 bytes, fits one EBR).
     """
 
-    def __init__(self, max_payload: int = 1024, max_reply: int | None = None,
+    def __init__(self, max_payload: int = 2048, max_reply: int = 2032,
                  timeout_cycles: int = 1 << 20, counter_bits: int = 16):
-        max_reply = max_payload if max_reply is None else max_reply
         _check_int("HostLink", "max_payload", max_payload, 1, 0xFFFF)
         _check_int("HostLink", "max_reply", max_reply, 1, 0xFFFF)
         _check_int("HostLink", "timeout_cycles", timeout_cycles, 1, (1 << 32) - 1)
@@ -493,4 +509,53 @@ class HostLink(wiring.Component):
         for name in STATS:
             src = err_replies if name == "err_replies" else getattr(dec.stats, name)
             m.d.comb += getattr(self.stats, name).eq(src)
+        return m
+
+
+class SerialHostLink(wiring.Component):
+    """:class:`~spikeforge.rtl.uart.Uart` + :class:`HostLink`: the host link from the pins.
+
+    Ports: ``rx`` / ``tx`` (the UART pins), ``cmd``, ``cmd_data``, ``rsp``, ``rsp_data``,
+    ``stats`` (as :class:`HostLink`), ``uart_frame_errors``, ``uart_overruns``.
+    """
+
+    def __init__(self, clk_hz: float, baud: float = 3_000_000, *, frac_bits: int = 4,
+                 max_payload: int = 2048, max_reply: int = 2032,
+                 timeout_cycles: int | None = None, counter_bits: int = 16):
+        from .uart import BaudDivisor
+
+        self.divisor = BaudDivisor(clk_hz, baud, frac_bits)
+        if timeout_cycles is None:       # 64 byte times: far beyond any gap inside a frame
+            timeout_cycles = round(64 * 10 * clk_hz / baud)
+        self._uart_args = (clk_hz, baud, frac_bits, counter_bits)
+        self._link_args = (max_payload, max_reply, timeout_cycles, counter_bits)
+        HostLink(*self._link_args)._MustUse__silence = True    # validate now, with its messages
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            "cmd": Out(stream.Signature(FrameHeader)),
+            "cmd_data": Out(stream.Signature(PayloadByte)),
+            "rsp": In(stream.Signature(ReplyHeader)),
+            "rsp_data": In(stream.Signature(8)),
+            "stats": Out(stats_layout(counter_bits)),
+            "uart_frame_errors": Out(counter_bits),
+            "uart_overruns": Out(counter_bits),
+        })
+
+    def elaborate(self, platform):
+        from .uart import Uart
+
+        m = Module()
+        clk_hz, baud, frac_bits, counter_bits = self._uart_args
+        m.submodules.uart = uart = Uart(clk_hz, baud, frac_bits=frac_bits, counter_bits=counter_bits)
+        m.submodules.link = link = HostLink(*self._link_args)
+        wiring.connect(m, uart.rx_data, link.rx)
+        wiring.connect(m, link.tx, uart.tx_data)
+        for name in ("cmd", "cmd_data"):
+            wiring.connect(m, getattr(link, name), wiring.flipped(getattr(self, name)))
+        for name in ("rsp", "rsp_data"):
+            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(link, name))
+        m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx), self.stats.eq(link.stats),
+                     self.uart_frame_errors.eq(uart.frame_errors),
+                     self.uart_overruns.eq(uart.overruns)]
         return m

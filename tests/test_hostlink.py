@@ -505,3 +505,27 @@ def test_status_codes_agree():
 def test_parameters_refused(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         HostLink(**kwargs)
+
+
+# ----------------------------------------------------------------------------- lint
+def _lint_components():
+    from spikeforge.rtl.hostlink import FrameDecoder, FrameEncoder, SerialHostLink
+
+    return {
+        "hostlink": lambda: HostLink(1024),
+        "hostlink_small": lambda: HostLink(7, 300, timeout_cycles=1, counter_bits=1),
+        "frame_decoder": lambda: FrameDecoder(255),
+        "frame_encoder": lambda: FrameEncoder(2000),
+        "serial_hostlink": lambda: SerialHostLink(25e6, 3e6),
+    }
+
+
+@pytest.mark.parametrize("comp", list(_lint_components()))
+def test_lint(comp):
+    """Verilator -Wall with only the project's waiver file (as tests/test_lint.py does)."""
+    from spikeforge.gen.verilog import write_verilog
+    from spikeforge.sim.runner import build_root, lint_verilog
+
+    vfile = build_root() / "lint" / f"{comp}.v"
+    write_verilog(_lint_components()[comp](), vfile, name=comp)
+    lint_verilog(vfile, comp)

@@ -185,3 +185,14 @@ def test_divisor_refused_with_numbers():
     assert d.div == 17 and abs(d.error + 0.0196) < 1e-3
     d = BaudDivisor(25e6, 3e6)
     assert d.div == 133 and abs(d.error) < 0.003
+
+
+@pytest.mark.parametrize("clk_hz,baud,frac_bits", [(25e6, 3e6, 4), (50e6, 3e6, 0), (100e6, 9600, 8)])
+def test_lint(clk_hz, baud, frac_bits):
+    """Verilator -Wall with only the project's waiver file (as tests/test_lint.py does)."""
+    from spikeforge.gen.verilog import write_verilog
+    from spikeforge.sim.runner import build_root, lint_verilog
+
+    vfile = build_root() / "lint" / f"uart-{clk_hz:g}-{baud:g}-{frac_bits}.v"
+    write_verilog(Uart(clk_hz, baud, frac_bits=frac_bits), vfile, name="uart")
+    lint_verilog(vfile, "uart")
