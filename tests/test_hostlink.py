@@ -17,6 +17,9 @@ are delivered (seq, op, payload, ``last`` on the final byte), which replies appe
   ``timeout`` cycles is abandoned and the next frame decodes without a leading delimiter;
 * ``busy``: a new frame and a retry that arrive while a reply is pending are dropped; the
   retry after the reply is replayed;
+* ``serial``: the same from the pins (SerialHostLink, 25 MHz, 3 Mbaud): frames bit-banged
+  into ``rx`` (some bytes with a low stop bit, which the UART drops), replies read from
+  ``tx`` by cocotbext-uart; valid frames, retries and malformed units;
 * ``fuzz``: >= 10,000 malformed units (bad CRC, truncations with and without delimiter,
   oversize, wrong length, garbage, random bytes, dropped / inserted bytes, bit flips,
   abandoned partial frames) between valid frames, all checked as above, no hang (each
@@ -32,7 +35,7 @@ import struct
 import cocotb
 import pytest
 from cobs import cobs
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import FallingEdge, Timer
 
 from spikeforge.host import protocol as P
 from spikeforge.rtl.hostlink import STATS, HostLink
@@ -142,14 +145,18 @@ class Bench:
         self.ready_p = 0.7
         self.gap_p = 0.2
         self.seed = p.seed
+        self.serial = False
+        self.sink = None
 
     # ----------------------------------------------------------------- the cycle loop
     async def step(self):
         d, rng = self.dut, self.rng
         await FallingEdge(d.clk)
         self.cycle += 1
-        # host -> rx
-        if self.tx_q and self.tx_q[0][1] <= self.cycle and rng.random() >= self.gap_p:
+        # host -> rx (serial: the bit driver sends tx_q)
+        if self.serial:
+            pass
+        elif self.tx_q and self.tx_q[0][1] <= self.cycle and rng.random() >= self.gap_p:
             b = self.tx_q.pop(0)[0]
             d.rx__valid.value = 1
             d.rx__payload.value = b
@@ -204,15 +211,21 @@ class Bench:
                     self.exec_state = "idle"
         else:
             d.rsp_data__valid.value = 0
-        # tx -> host
+        # tx -> host (serial: the UART sink)
+        if self.serial:
+            for b in self.sink.read_nowait():
+                self._tx_byte(b)
+            return
         r = int(rng.random() < self.ready_p)
         d.tx__ready.value = r
         if r and int(d.tx__valid.value):
-            b = int(d.tx__payload.value)
-            self.tx_frame.append(b)
-            if b == 0:
-                self.got_replies.append(bytes(self.tx_frame))
-                self.tx_frame.clear()
+            self._tx_byte(int(d.tx__payload.value))
+
+    def _tx_byte(self, b):
+        self.tx_frame.append(b)
+        if b == 0:
+            self.got_replies.append(bytes(self.tx_frame))
+            self.tx_frame.clear()
 
     def _make_reply(self):
         seq, op, _ = self.hdr
@@ -452,6 +465,100 @@ async def fuzz(dut):
           seed=tb.seed)
 
 
+# ----------------------------------------------------------------------------- serial
+BAD_STOP = 0x100       # a tx_q byte sent with its stop bit low: the UART drops it
+
+
+async def _serial_sender(tb, bit_ps):
+    """Bit-bangs ``tb.tx_q`` onto the ``rx`` pin (8N1); the reference sees each byte when
+    its stop bit is out, bytes sent with a low stop bit not at all."""
+    d = tb.dut
+    while True:
+        if not tb.tx_q:
+            tb.sending = False
+            await FallingEdge(d.clk)
+            continue
+        tb.sending = True
+        v = tb.tx_q.pop(0)[0]
+        b, bad = v & 0xFF, bool(v & BAD_STOP)
+        for bit in [0] + [(b >> k) & 1 for k in range(8)] + [0 if bad else 1]:
+            d.rx.value = bit
+            await Timer(bit_ps, "ps")
+        d.rx.value = 1
+        if bad:
+            await Timer(bit_ps, "ps")             # high again before the next start bit
+        else:
+            tb.ref.byte(b, 0)
+
+
+def _serial_unit(rng, mp, seq):
+    """A unit for the serial test: always ends with a delimiter (no partial frame waits
+    while replies come, so the link's timeout never fires)."""
+    n = rng.randrange(0, 16)
+    payload = _payload(rng, n)
+    wire = cobs.encode(P.build_body(seq, rng.randrange(0xE0), payload)) + b"\x00"
+    kind = rng.choice(["uart_frame_error", "bad_crc", "trunc", "garbage", "drop_byte",
+                       "insert_byte", "flip", "bad_len", "oversize"])
+    if kind == "uart_frame_error":              # one byte of a good frame lost in the UART
+        units = list(wire)
+        i = rng.randrange(len(units) - 1)
+        units[i] |= BAD_STOP
+        return units, kind
+    for _ in range(100):
+        unit, k = _malformed(rng, mp, seq)
+        if k == kind or (kind == "oversize" and k == "oversize" and len(unit) < 80):
+            if unit.endswith(b"\x00") and len(unit) < 80:
+                return list(unit), kind
+    return list(wire[:3] + b"\x00"), "trunc"
+
+
+@cocotb.test()
+async def serial(dut):
+    """SerialHostLink from the pins: frames bit-banged at 3 Mbaud into ``rx``, replies read
+    from ``tx`` by cocotbext-uart's UartSink, malformed units and UART framing errors."""
+    from cocotbext.uart import UartSink
+
+    from spikeforge.sim.cocotb_utils import start_clock
+
+    p = load_params()
+    dut._log.info(f"seed {p.seed}")
+    dut.rx.value = 1
+    for name in ("cmd__ready", "cmd_data__ready", "rsp__valid", "rsp_data__valid"):
+        getattr(dut, name).value = 0
+    start_clock(dut, round(1e9 / p.clk_hz))
+    await reset(dut, clock=False)
+    tb = Bench(dut, p, random.Random(p.seed))
+    tb.ref.timeout = 1 << 60
+    tb.serial, tb.sending = True, False
+    tb.sink = UartSink(dut.tx, baud=p.baud)
+    cocotb.start_soon(_serial_sender(tb, round(1e12 / p.baud)))
+    rng = tb.rng
+    seq, last, fe, kinds = 0, None, 0, {}
+    for i in range(p.n_units):
+        r = rng.random()
+        if r < 0.3 or last is None:
+            seq = (seq + 1) & 0xFF
+            last = P.encode_frame(seq, rng.randrange(0xE0), _payload(rng, rng.randrange(0, 24)),
+                                  lead=True)
+            tb.send(last)
+        elif r < 0.4:
+            tb.send(last)                            # a retry (it has its leading 0x00)
+        else:
+            unit, kind = _serial_unit(rng, p.max_payload, seq)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            fe += sum(1 for v in unit if v & BAD_STOP)
+            tb.tx_q.extend((v, 0) for v in unit)
+        for _ in range(200_000):
+            if not tb.tx_q and not tb.sending:
+                break
+            await tb.step()
+        await tb.drain(limit=200_000, what=f"serial unit {i}")
+    tb.check_stats("serial")
+    check(int(dut.uart_frame_errors.value) == fe, "UART framing errors", seed=tb.seed,
+          got=int(dut.uart_frame_errors.value), want=fe)
+    dut._log.info(f"serial: {p.n_units} units {kinds}; {tb.ref.stats}; {tb.cycle} cycles")
+
+
 # ----------------------------------------------------------------------------- pytest
 MAX_PAYLOAD, MAX_REPLY, TIMEOUT = 600, 520, 300
 
@@ -481,6 +588,27 @@ def test_hostlink_timeout_and_busy():
 
 def test_hostlink_fuzz():
     _run("fuzz", n_malformed=10_000)
+
+
+def test_serial_hostlink(n_units=80):
+    """UART + framing from the pins (SerialHostLink at 25 MHz, 3 Mbaud)."""
+    from spikeforge.rtl.hostlink import SerialHostLink
+
+    seed = _seed()
+    print(f"seed {seed} (SPIKEFORGE_SEED={seed} to repeat)")
+    run_cocotb(name="serial_hostlink",
+               component=lambda: SerialHostLink(25e6, 3e6, max_payload=MAX_PAYLOAD,
+                                                max_reply=MAX_REPLY),
+               test_module=__name__, testcase="serial",
+               build_key={"mp": MAX_PAYLOAD, "mr": MAX_REPLY, "clk": 25e6, "baud": 3e6},
+               params={"seed": seed, "max_payload": MAX_PAYLOAD, "max_reply": MAX_REPLY,
+                       "timeout": 0, "counter_bits": 16, "clk_hz": 25e6, "baud": 3e6,
+                       "n_units": n_units})
+
+
+@pytest.mark.slow
+def test_serial_hostlink_long():
+    test_serial_hostlink(n_units=2000)
 
 
 @pytest.mark.slow
