@@ -16,7 +16,8 @@ are delivered (seq, op, payload, ``last`` on the final byte), which replies appe
 * ``timeout``: a partial frame kept for ``timeout - 1`` idle cycles completes, one idle for
   ``timeout`` cycles is abandoned and the next frame decodes without a leading delimiter;
 * ``busy``: a new frame and a retry that arrive while a reply is pending are dropped; the
-  retry after the reply is replayed;
+  retry after the reply is replayed; ``held``: a frame that starts while the payload
+  buffer is still being read is dropped even if it ends after the buffer was released;
 * ``serial``: the same from the pins (SerialHostLink, 25 MHz, 3 Mbaud): frames bit-banged
   into ``rx`` (some bytes with a low stop bit, which the UART drops), replies read from
   ``tx`` by cocotbext-uart; valid frames, retries and malformed units;
@@ -142,6 +143,7 @@ class Bench:
         self.reply_hdr = None
         self.reply_bytes = []
         self.hold_reply = 0             # cycles to wait before answering (busy test)
+        self.stall_read = 0             # cycles to wait before reading the payload (held test)
         self.ready_p = 0.7
         self.gap_p = 0.2
         self.seed = p.seed
@@ -175,7 +177,10 @@ class Bench:
             self.exec_state = "read" if self.hdr[2] and self.hdr[1] != OP_NO_READ else "reply"
             if self.exec_state == "reply":
                 self._make_reply()
-        r = int(rng.random() < self.ready_p and self.exec_state == "read")
+        stall = self.exec_state == "read" and self.stall_read > 0
+        if stall:
+            self.stall_read -= 1
+        r = int(rng.random() < self.ready_p and self.exec_state == "read" and not stall)
         d.cmd_data__ready.value = r
         if r and int(d.cmd_data__valid.value):
             v = int(d.cmd_data__payload.value)
@@ -359,6 +364,38 @@ async def busy(dut):
     check(len(tb.got_replies) == 2 and tb.got_replies[0] == tb.got_replies[1], "replay",
           seed=tb.seed)
     tb.check_stats("busy")
+
+
+@cocotb.test()
+async def held(dut):
+    """A frame that starts while the previous request's payload is still being read (the
+    buffer is held) is dropped even when it ends after the buffer was released: its
+    payload bytes could not be stored."""
+    p, tb = await _start(dut)
+    tb.gap_p = 0.0
+    a = P.encode_frame(1, 5, bytes(range(1, 7)))
+    b = P.encode_frame(2, 6, bytes(range(100, 140)))
+    tb.stall_read = 120                              # B's first half waits < the timeout
+    tb.send(a)
+    for _ in range(len(a) + 10):                    # A is delivered, its payload not read
+        await tb.step()
+    saved = tb.ref.byte
+    tb.ref.byte = lambda x, c: None                  # the reference does not see B's halves
+    tb.send(b[:20])
+    while tb.tx_q:
+        await tb.step()
+    await tb.drain(what="A's reply")                 # the stall ends, A is answered
+    tb.send(b[20:])
+    while tb.tx_q:
+        await tb.step()
+    tb.ref.byte = saved
+    tb.ref.stats["busy_drops"] += 1
+    await tb.drain(what="B dropped")
+    tb.send(b"\x00" + b)                            # B again: a new request, delivered
+    await tb.drain(what="B again")
+    check([x[0] for x in tb.got_deliveries] == [1, 2], "deliveries", seed=tb.seed,
+          got=tb.got_deliveries)
+    tb.check_stats("held")
 
 
 # ----------------------------------------------------------------------------- fuzz
@@ -583,7 +620,7 @@ def test_hostlink_round_trip():
 
 
 def test_hostlink_timeout_and_busy():
-    _run("timeout,busy")
+    _run("timeout,busy,held")
 
 
 def test_hostlink_fuzz():
