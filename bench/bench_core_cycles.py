@@ -63,7 +63,8 @@ def main() -> None:
                 dv = tr.dv[b][:, rows]                        # (T, N)
                 events = [int(v) for v in x.sum(dim=1)]
                 nnz = [int(v) for v in (dv != 0).sum(dim=1)]
-                c = perf.core_inplace_sample_cycles(geom.n_in, geom.n_neurons, P, nnz, events)
+                ab, ac = perf.inplace_active(x, dv, P)
+                c = perf.core_inplace_sample_cycles(geom.n_in, geom.n_neurons, P, nnz, events, ab, ac)
                 for k in ("forward", "backward", "update"):
                     tot[k] += c[k]
                 cols = int((x.sum(dim=0) > 0).sum())

@@ -38,7 +38,9 @@ change a bit. ``G`` saturates once, after the whole mini-batch has been summed.
 
 Stochastic rounding draws ``r`` from one xorshift32 stream per output neuron
 (``x ^= x << 13; x ^= x >> 17; x ^= x << 5``, 32-bit), stepped once per weight of that
-neuron's row, in column order, before the weight is rounded. The streams are seeded by
+neuron's row whose ``G`` is not zero, in column order, before the weight is rounded (a zero
+``G`` rounds to 0 with any ``r``; not stepping there lets the hardware skip the weights a
+sample cannot change -- columns without an input spike, neurons without a non-zero dv). The streams are seeded by
 :func:`neuron_seeds` and persist across updates, so that any partition of the neurons
 over cores and lanes draws the same numbers.
 """

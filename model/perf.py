@@ -204,40 +204,64 @@ def core_backward_schedule(n_blocks: int, col_blocks: int, nnz_per_t, events_per
 
 
 # ----------------------------------------------- the in-place weight-gradient dataflow
-#: Cycles of the in-place WG engine in the backward phase (``WGEngine.cycles`` after
-#: ``start``): the input spikes were captured during the forward pass and the dv history
-#: fills from BP's ``dvw`` at no cost, so WG only answers ``done``.
-INPLACE_BACKWARD_WG_CYCLES = 1
+def inplace_active(x, dv, lanes: int) -> tuple[int, int]:
+    """What the in-place sparse update of one sample visits: ``(active blocks, active
+    columns)``. ``x``: ``(T, n_in)`` input spikes; ``dv``: ``(T, N)`` the core's dv. A block
+    of ``lanes`` neurons is active when one of them has a non-zero dv at some ``t``; a column
+    when it has an input spike at some ``t``. Every other weight has ``G = 0``."""
+    import torch
+
+    x, dv = torch.as_tensor(x), torch.as_tensor(dv)
+    live = (dv != 0).any(dim=0)
+    n = live.shape[0]
+    blocks = sum(bool(live[b:b + lanes].any()) for b in range(0, n, lanes))
+    return blocks, int((x != 0).any(dim=0).sum())
 
 
-def inplace_update_cycles(n_in: int, n_neurons: int, lanes: int) -> int:
-    """Cycles of the in-place update (``WGEngine.cycles`` after ``start_update``): one column
-    slice per cycle, ``G`` of the slice formed from the histories in the same cycle, exactly
-    as :func:`update_cycles`: ``NB * n_in + 5``."""
-    return update_cycles(n_in, n_neurons, lanes)
+def inplace_scan_cycles(n_in: int) -> int:
+    """Cycles of the in-place WG engine in the backward phase (``WGEngine.cycles`` after
+    ``start``): it reads the input-spike bits of every column, lists the columns that
+    spiked (with their bits) and clears them, ``n_in + 1``; the dv history fills from BP's
+    ``dvw`` at no cost."""
+    return int(n_in) + 1
 
 
-def core_inplace_backward_cycles(n_blocks: int, col_blocks: int, nnz_per_t) -> dict:
+def inplace_update_cycles(active_blocks: int, active_columns: int) -> int:
+    """Cycles of the in-place sparse update (``WGEngine.cycles`` after ``start_update``): one
+    column slice per cycle over the active columns of each active block
+    (:func:`inplace_active`), and 6 to drain the list read and the update pipeline; 1 when
+    nothing is active."""
+    work = int(active_blocks) * int(active_columns)
+    return 1 if work == 0 else work + 6
+
+
+def core_inplace_update_cycles(active_blocks: int, active_columns: int) -> int:
+    """Update phase of the Core in place: the WG update plus one cycle to start it."""
+    return inplace_update_cycles(active_blocks, active_columns) + 1
+
+
+def core_inplace_backward_cycles(n_blocks: int, col_blocks: int, nnz_per_t, n_in: int) -> dict:
     """Predicted backward phase of the Core in the in-place dataflow.
 
     BP runs alone: its lists are accepted the cycle they are valid and released one cycle
-    later (:func:`bp_cycles` with ``release_delay=1``); WG only keeps BP's dv
-    (:data:`INPLACE_BACKWARD_WG_CYCLES`, never waits: ``wg_stalls`` = 0). Returns
+    later (:func:`bp_cycles` with ``release_delay=1``); WG lists the active columns
+    concurrently (:func:`inplace_scan_cycles`, never waits: ``wg_stalls`` = 0). Returns
     ``bp_cycles``, ``wg_cycles``, ``wg_stalls`` and ``phase`` (:func:`core_backward_cycles`)."""
     bp = bp_cycles(n_blocks, col_blocks, nnz_per_t, release_delay=1)
-    wg = INPLACE_BACKWARD_WG_CYCLES
+    wg = inplace_scan_cycles(n_in)
     return {"bp_cycles": bp, "wg_cycles": wg, "wg_stalls": 0,
             "phase": core_backward_cycles(bp, wg, 0)}
 
 
-def core_inplace_sample_cycles(n_in: int, n_neurons: int, lanes: int, nnz_per_t, events_per_t) -> dict:
+def core_inplace_sample_cycles(n_in: int, n_neurons: int, lanes: int, nnz_per_t, events_per_t,
+                               active_blocks: int, active_columns: int) -> dict:
     """Cycles of one ``train`` command of the Core in the in-place dataflow, per phase:
     forward (:func:`core_forward_cycles`), backward (:func:`core_inplace_backward_cycles`)
-    and update (:func:`core_update_cycles`), which the Core runs back to back."""
+    and update (:func:`core_inplace_update_cycles`), which the Core runs back to back."""
     NB, JB = -(-n_neurons // lanes), -(-n_in // lanes)
     fwd = core_forward_cycles(events_per_t, n_neurons, lanes, buffered=True)
-    bwd = core_inplace_backward_cycles(NB, JB, nnz_per_t)["phase"]
-    upd = core_update_cycles(n_in, n_neurons, lanes)
+    bwd = core_inplace_backward_cycles(NB, JB, nnz_per_t, n_in)["phase"]
+    upd = core_inplace_update_cycles(active_blocks, active_columns)
     return {"forward": fwd, "backward": bwd, "update": upd, "total": fwd + bwd + upd}
 
 
@@ -252,7 +276,9 @@ def wg_memory_bits(n_in: int, n_neurons: int, lanes: int, timesteps: int, dv_bit
     inplace: the input-spike bits, ``n_in`` words of ``T`` bits, and the dv history, ``P``
     banks of ``NB`` words of ``T*dv_bits``.
     ``events``: accumulate keeps the sample's event list (``T*n_in`` column addresses and
-    ``T+1`` offsets), in place a one-timestep buffer of ``n_in`` column addresses.
+    ``T+1`` offsets), in place a one-timestep buffer of ``n_in`` entries, each a column
+    address and ``T`` bits (the sparse update's active-column list ``{j, x}`` between
+    forward passes).
     """
     P, T, n = int(lanes), int(timesteps), int(n_in)
     NB = -(-int(n_neurons) // P)
@@ -263,7 +289,8 @@ def wg_memory_bits(n_in: int, n_neurons: int, lanes: int, timesteps: int, dv_bit
                  "dv_lists": P * 2 * NB * (bbits + int(dv_bits)),
                  "events": T * n * col + (T + 1) * (T * n).bit_length()}
     elif dataflow == "inplace":
-        parts = {"x_bits": n * T, "dv_history": P * NB * T * int(dv_bits), "events": n * col}
+        parts = {"x_bits": n * T, "dv_history": P * NB * T * int(dv_bits),
+                 "events": n * (col + T)}
     else:
         raise ValueError(f"wg_memory_bits: dataflow {dataflow!r}, expected 'accumulate' or 'inplace'")
     parts["total"] = sum(parts.values())

@@ -160,10 +160,20 @@ class FixedPointSNN:
         a = self.cfg.arithmetic
         if a.rounding == "nearest":
             return fx.round_update(grad, a.lr_shift)
-        # Each neuron's stream steps once per weight of its row, in column order:
-        # r[:, j] is the state after j + 1 steps (== looping fx.xorshift32 over j).
-        r = fx.xorshift32_steps(self.rng_state[l], grad.shape[1])
-        self.rng_state[l] = r[:, -1].clone()
+        # Each neuron's stream steps once per weight of its row with G != 0, in column
+        # order (a zero G rounds to 0 whatever r is, and the hardware skips it):
+        # steps[:, k] is the state after k + 1 steps; weight j uses step nz[j] - 1.
+        nz = (grad != 0).to(torch.int64)
+        used = nz.cumsum(dim=1)
+        n = int(used[:, -1].max()) if grad.numel() else 0
+        if n == 0:
+            return torch.zeros_like(grad)
+        steps = fx.xorshift32_steps(self.rng_state[l], n)
+        r = torch.gather(steps, 1, (used - 1).clamp(min=0)) * nz
+        last = used[:, -1]
+        self.rng_state[l] = torch.where(
+            last > 0, torch.gather(steps, 1, (last - 1).clamp(min=0)[:, None])[:, 0],
+            self.rng_state[l])
         return fx.round_update(grad, a.lr_shift, r)
 
     def update(self, traces: list[LayerTrace]) -> None:

@@ -61,7 +61,7 @@ from .bp import BPEngine, dvw_layout, err_layout
 from .fp import FPEngine, count_bits, spike_word_layout, ubits
 from .debug import counter_domain
 from .geometry import CoreGeometry, check_geometry, mul_const
-from .wg import WGEngine, dv_entry_layout, dv_list_depth, inplace
+from .wg import WGEngine, active_column_layout, dv_entry_layout, dv_list_depth, inplace
 
 __all__ = ["Core", "OPS", "COUNTERS", "STATUS", "cmd_layout", "rsp_layout", "event_layout",
            "ds_layout"]
@@ -188,22 +188,27 @@ class Core(wiring.Component):
                 m.d.comb += self.ev_in.ready.eq(1)
 
 
-    def _event_buffer(self, m, fp, wg, ev, training):
+    def _event_buffer(self, m, fp, wg, ev, training, fwd):
         """In place: one timestep's events at a time (``n_in`` entries), filled while FP waits
         for them (``fp.buf_wait``) and walked by FP once per block; an event of a later
         timestep or ``end`` closes the timestep (after ``end`` the remaining timesteps close
-        with no events). The input spikes of a `train` go to WG's x bits as they arrive."""
+        with no events). The input spikes of a `train` go to WG's x bits as they arrive.
+        Outside the forward pass the same memory holds WG's active-column list
+        (``{j, x bits}`` entries: written in the backward phase, read by the update)."""
         g, T, n_in = self.geom, self.geom.timesteps, self.geom.n_in
-        ev_mem = Memory(shape=unsigned(ubits(n_in)), depth=n_in, init=[])
+        ev_mem = Memory(shape=active_column_layout(g), depth=n_in, init=[])
         m.submodules.ev_addr = ev_mem
         ev_rp, ev_wp = ev_mem.read_port(), ev_mem.write_port()
-        m.d.comb += [ev_rp.addr.eq(fp.ev_addr_raddr), fp.ev_addr_rdata.eq(ev_rp.data),
+        m.d.comb += [ev_rp.addr.eq(Mux(fwd, fp.ev_addr_raddr, wg.act_raddr)),
+                     fp.ev_addr_rdata.eq(ev_rp.data.j), wg.act_rdata.eq(ev_rp.data),
                      fp.ev_start_rdata.eq(0), wg.ev_addr_rdata.eq(0), wg.ev_start_rdata.eq(0)]
         ld_t = Signal(range(T))
         ld_n = Signal(range(n_in + 1))
         closed, ended = Signal(), Signal()
         m.d.comb += [fp.buf_n.eq(ld_n), fp.buf_closed.eq(closed),
-                     ev_wp.addr.eq(ld_n), ev_wp.data.eq(ev.j),
+                     ev_wp.addr.eq(Mux(fwd, ld_n, wg.act_waddr)),
+                     ev_wp.data.eq(Mux(fwd, ev.j, wg.act_wdata)),
+                     ev_wp.en.eq(~fwd & wg.act_we),
                      wg.cap_t.eq(ev.t), wg.cap_j.eq(ev.j)]
         with m.If(fp.buf_take):
             m.d.sync += [closed.eq(0), ld_n.eq(0), ld_t.eq(ld_t + 1)]
@@ -276,7 +281,7 @@ class Core(wiring.Component):
         ld_fill = Signal()           # filling ev_start up to T after `end` (list only)
         training = Signal()          # the forward pass of a `train` (not an `infer`)
         if fp.buffered:
-            self._event_buffer(m, fp, wg, ev, training)
+            self._event_buffer(m, fp, wg, ev, training, phase == FWD)
         else:
             self._event_list(m, fp, wg, ev, idle_ok, ld_fill, phase == FWD)
 

@@ -26,8 +26,11 @@ banks and ``G = 0``; padding lanes (``i >= N``) are never written. Rounding is
 ``arithmetic.rounding``: ``nearest`` (half up) or ``stochastic`` with one xorshift32 state
 per neuron (private memory banked by lane, address ``b``; the host loads it through the
 ``rng_w*`` port with ``fixedpoint.neuron_seeds`` values and can read it back through
-``rng_r*`` while the engine is idle), stepped once per column before use, exactly as
-``FixedPointSNN.update_deltas``.
+``rng_r*`` while the engine is idle), stepped before use once per weight whose ``G`` is
+not zero (a zero ``G`` rounds to 0 with any ``r``), in column order, exactly as
+``FixedPointSNN.update_deltas``. The stepping happens in U2, where ``G`` is known: a
+block's states are read in U1 of its first column, the state and its successor are kept in
+registers during the block, and the state is written back in U2 of its last column.
 
 Timing (cycles counted by ``cycles``; ``model/perf.py`` has the same formulas):
 
@@ -53,17 +56,24 @@ Scoreboard visibility: every ``G`` write is mirrored on ``g_we``/``g_waddr``/``g
 read. The sample's input spikes arrive during the forward pass on ``cap_valid``/``cap_t``/
 ``cap_j`` (from the core's loader, one per cycle): bit ``t`` of word ``j`` of the private
 input-spike memory (``n_in`` words of ``T`` bits) is set by a whole-word read-modify-write.
-``start`` (the backward phase) then only answers ``done`` (one cycle,
-``perf.INPLACE_BACKWARD_WG_CYCLES``, ``work`` 0), while every block's dv shown on the
-``dvw`` input (BP's observation port) is written into the private dv history (lane bank
-``q``, word ``b``, field ``t``).
-``lists`` is always ready and ``release`` follows each acceptance by one cycle, so BP runs
-as if alone. ``start_update`` (after BP is done: it overwrites ``W``) runs the update
-pass above unchanged -- same schedule, rounding, rng stepping and write-back, cycles
-``NB * n_in + 5`` -- except that ``G`` of the column slice comes from the histories in the
-same cycle: ``G_q = sum_{t: x[t][j]} dv[t][b*P + q]`` (exact, at most ``dv_bits +
-bits(T)`` wide, which the config keeps within ``grad_bits``), and the last block clears the
-input-spike word ``j`` for the next sample. ``g_we`` stays 0.
+``start`` (the backward phase, concurrent with BP) *scans* the input-spike words: every
+column that spiked goes on the active-column list (``act_w*``, entries ``{j, x bits}``, in
+the core's event buffer, free outside the forward pass) and every word is cleared for the
+next sample -- ``n_in + 1`` cycles (``perf.inplace_scan_cycles``), ``work`` 0 -- while
+every block's dv shown on the ``dvw`` input (BP's observation port) is written into the
+private dv history (lane bank ``q``, word ``b``, field ``t``) and marks the block active
+when one of its dv is not zero. ``lists`` is always ready and ``release`` follows each
+acceptance by one cycle, so BP runs as if alone.
+
+``start_update`` (after BP is done: it overwrites ``W``) runs the *sparse* update: only
+the active blocks (lowest first), and for each only the listed columns (``act_r*``: F1
+reads entry ``k``, U0 registers ``{j, x}`` and issues the slice at ``b*n_in + j``); every
+other weight has ``G = 0`` and cannot change. The pipeline from U0 on is the one above --
+rounding, rng stepping (only for ``G != 0``) and write-back -- except that ``G`` of the
+slice comes from the histories: ``G_q = sum_{t: x[t][j]} dv[t][b*P + q]`` (exact, at most
+``dv_bits + bits(T)`` wide, which the config keeps within ``grad_bits``). Cycles
+``blocks_active * columns_active + 6``, or 1 when either is 0
+(``perf.inplace_update_cycles``). ``g_we`` stays 0.
 """
 
 from __future__ import annotations
@@ -76,7 +86,7 @@ from amaranth.lib.wiring import In, Out
 from . import arith
 from .bp import dvw_layout
 from .debug import counter_domain
-from .geometry import CoreGeometry, check_geometry
+from .geometry import CoreGeometry, check_geometry, mul_const
 
 __all__ = ["WGEngine", "dv_entry_layout", "lists_layout", "dv_list_depth", "event_shapes",
            "ubits", "inplace"]
@@ -110,6 +120,14 @@ def lists_layout(geom: CoreGeometry) -> data.StructLayout:
     return data.StructLayout({
         "t": unsigned(ubits(geom.timesteps)),
         "len": data.ArrayLayout(unsigned(ubits(geom.blocks + 1)), geom.lanes),
+    })
+
+
+def active_column_layout(geom: CoreGeometry) -> data.StructLayout:
+    """An entry of the in-place active-column list: column ``j`` and its ``T`` input-spike bits."""
+    return data.StructLayout({
+        "j": unsigned(ubits(geom.n_in)),
+        "x": unsigned(geom.timesteps),
     })
 
 
@@ -198,6 +216,11 @@ class WGEngine(wiring.Component):
             "cap_valid": In(1),
             "cap_t": In(unsigned(ubits(geom.timesteps))),
             "cap_j": In(unsigned(ubits(geom.n_in))),
+            "act_waddr": Out(unsigned(ubits(geom.n_in))),
+            "act_wdata": Out(active_column_layout(geom)),
+            "act_we": Out(1),
+            "act_raddr": Out(unsigned(ubits(geom.n_in))),
+            "act_rdata": In(active_column_layout(geom)),
         })
 
     # ------------------------------------------------------------------------------------
@@ -296,6 +319,28 @@ class WGEngine(wiring.Component):
         u1_last_block = Signal()
         m.d.sync += u1_valid.eq(u_issue)
 
+        # in place: the active-column scan (backward phase) and the sparse update's fetch
+        sj = Signal(unsigned(ubits(n_in)))
+        xs_valid, xs_j = Signal(), Signal(unsigned(ubits(n_in)))
+        m.d.sync += xs_valid.eq(0)
+        n_act = Signal(range(n_in + 1))          # active columns listed
+        bact = Signal(NB)                        # blocks with a non-zero dv at some t
+        rem = Signal(NB)                         # active blocks not yet updated
+        fk = Signal(unsigned(ubits(n_in)))
+        fb = Signal(unsigned(ubits(NB)))
+        fbase = Signal(unsigned(ubits(depth)))
+        udrain = Signal(3)
+        f1_valid, f1_first, f1_last = Signal(), Signal(), Signal()
+        f1_b, f1_base = Signal.like(fb), Signal.like(fbase)
+        m.d.sync += f1_valid.eq(0)
+
+        def lowest(mask):
+            """Index of the lowest set bit of ``mask`` (0 when none)."""
+            idx = Const(0, ubits(NB))
+            for k in reversed(range(NB)):
+                idx = Mux(mask[k], k, idx)
+            return idx
+
         # default addresses (keep ports quiet when unused)
         m.d.comb += self.ev_start_raddr.eq(0)
 
@@ -323,19 +368,59 @@ class WGEngine(wiring.Component):
                     ctr += [cycles.eq(0), work.eq(0), stalls.eq(0)]
                     if ip:
                         # the input spikes were captured during the forward pass; the dv
-                        # history fills from BP's dvw: nothing to walk
-                        m.next = "X_DONE"
+                        # history fills from BP's dvw; meanwhile list the active columns
+                        m.d.sync += [sj.eq(0), n_act.eq(0), bact.eq(0)]
+                        m.next = "X_SCAN"
                     else:
                         m.d.comb += self.ev_start_raddr.eq(g.timesteps)
                         m.next = "PREFETCH"
                 with m.Elif(self.start_update):
                     ctr += [cycles.eq(0), work.eq(0), stalls.eq(0)]
-                    m.d.sync += [ub.eq(0), uj.eq(0), ua.eq(0)]
-                    m.next = "U_INIT"
+                    if ip:
+                        # the active blocks, lowest first, over the active-column list
+                        m.d.sync += [fk.eq(0), fb.eq(lowest(bact)), rem.eq(bact & (bact - 1)),
+                                     fbase.eq(mul_const(lowest(bact), n_in)), udrain.eq(0)]
+                        with m.If((bact == 0) | (n_act == 0)):
+                            m.next = "US_DONE"
+                        with m.Else():
+                            m.next = "US_RUN"
+                    else:
+                        m.d.sync += [ub.eq(0), uj.eq(0), ua.eq(0)]
+                        m.next = "U_INIT"
 
             if ip:
                 # ---------------------------------------- in place: capture the input spikes
-                with m.State("X_DONE"):
+                with m.State("X_SCAN"):
+                    # read x bits of column sj; the next cycle lists it if it spiked, clears it
+                    m.d.comb += [busy.eq(1), count.eq(1), x_rd.addr.eq(sj)]
+                    m.d.sync += [xs_valid.eq(1), xs_j.eq(sj), sj.eq(sj + 1)]
+                    with m.If(sj == n_in - 1):
+                        m.next = "X_LAST"
+                with m.State("X_LAST"):
+                    m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
+                    m.next = "IDLE"
+                # ------------------------------------------ in place: the sparse update
+                with m.State("US_RUN"):
+                    # fetch entry fk of the active-column list for block fb
+                    m.d.comb += [busy.eq(1), count.eq(1), self.act_raddr.eq(fk)]
+                    m.d.sync += [f1_valid.eq(1), f1_b.eq(fb), f1_base.eq(fbase),
+                                 f1_first.eq(fk == 0), f1_last.eq(fk == n_act - 1)]
+                    with m.If(fk == n_act - 1):
+                        m.d.sync += [fk.eq(0), fb.eq(lowest(rem)), rem.eq(rem & (rem - 1)),
+                                     fbase.eq(mul_const(lowest(rem), n_in))]
+                        with m.If(rem == 0):
+                            m.next = "US_DRAIN"
+                    with m.Else():
+                        m.d.sync += fk.eq(fk + 1)
+                with m.State("US_DRAIN"):
+                    # F1, U0, U1, U1R, U2, U3 of the last slice; done with its W write
+                    m.d.comb += [busy.eq(1), count.eq(1)]
+                    m.d.sync += udrain.eq(udrain + 1)
+                    with m.If(udrain == 5):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                with m.State("US_DONE"):
+                    # no active block or no active column: nothing can change
                     m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
                     m.next = "IDLE"
             else:
@@ -383,29 +468,30 @@ class WGEngine(wiring.Component):
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
 
-            # -------------------------------------------------------------------- update
-            with m.State("U_INIT"):
-                # fetch the rng states of block 0 (address 0, see below)
-                m.d.comb += [busy.eq(1), count.eq(1)]
-                m.next = "U_RUN"
-            with m.State("U_RUN"):
-                m.d.comb += [busy.eq(1), count.eq(1), u_issue.eq(1)]
-                m.d.sync += ua.eq(ua + 1)
-                with m.If(uj == n_in - 1):
-                    m.d.sync += [uj.eq(0), ub.eq(ub + 1)]
-                    with m.If(ub == NB - 1):
+            if not ip:
+                # ---------------------------------------------------- update (dense walk)
+                with m.State("U_INIT"):
+                    # fetch the rng states of block 0 (address 0, see below)
+                    m.d.comb += [busy.eq(1), count.eq(1)]
+                    m.next = "U_RUN"
+                with m.State("U_RUN"):
+                    m.d.comb += [busy.eq(1), count.eq(1), u_issue.eq(1)]
+                    m.d.sync += ua.eq(ua + 1)
+                    with m.If(uj == n_in - 1):
+                        m.d.sync += [uj.eq(0), ub.eq(ub + 1)]
+                        with m.If(ub == NB - 1):
+                            m.d.sync += drain.eq(0)
+                            m.next = "U_DRAIN"
+                    with m.Else():
+                        m.d.sync += uj.eq(uj + 1)
+                with m.State("U_DRAIN"):
+                    # U1, U1R, U2, U3 of the last column slice; done with its W write
+                    m.d.comb += [busy.eq(1), count.eq(1)]
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == 3):
+                        m.d.comb += self.done.eq(1)
                         m.d.sync += drain.eq(0)
-                        m.next = "U_DRAIN"
-                with m.Else():
-                    m.d.sync += uj.eq(uj + 1)
-            with m.State("U_DRAIN"):
-                # U1, U1R, U2, U3 of the last column slice; done with its W write
-                m.d.comb += [busy.eq(1), count.eq(1)]
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == 3):
-                    m.d.comb += self.done.eq(1)
-                    m.d.sync += drain.eq(0)
-                    m.next = "IDLE"
+                        m.next = "IDLE"
 
         m.d.comb += self.ev_addr_raddr.eq(e)
         if ip:
@@ -429,6 +515,19 @@ class WGEngine(wiring.Component):
                 m.d.comb += x_rd.addr.eq(self.cap_j)
             with m.If(xw2_valid):
                 m.d.comb += [x_wr.addr.eq(xw2_j), x_wr.data.eq(new), x_wr.en.eq(1)]
+            # active-column scan: column xs_j's bits are on x_rd.data; a column that spiked
+            # goes on the list with its bits, and every column is cleared for the next sample
+            m.d.comb += [self.act_waddr.eq(n_act), self.act_wdata.j.eq(xs_j),
+                         self.act_wdata.x.eq(x_rd.data)]
+            with m.If(xs_valid):
+                m.d.comb += [x_wr.addr.eq(xs_j), x_wr.data.eq(0), x_wr.en.eq(1)]
+                with m.If(x_rd.data != 0):
+                    m.d.comb += self.act_we.eq(1)
+                    m.d.sync += n_act.eq(n_act + 1)
+            # a block is active when some lane has a non-zero dv at some t
+            dv_nz = Cat(*[self.dvw.dv[q] != 0 for q in range(P)]).any()
+            with m.If(self.dvw.valid & dv_nz):
+                m.d.sync += bact.bit_select(self.dvw.b, 1).eq(1)
             for q in range(P):
                 m.d.comb += [dvh_wr[q].addr.eq(self.dvw.b),
                              dvh_wr[q].data.eq(Cat(*([self.dvw.dv[q]] * T))),
@@ -463,8 +562,25 @@ class WGEngine(wiring.Component):
                 m.d.sync += [s2_en[k].eq(s1_valid & bank_lane_en[k]), s2_addr[k].eq(bank_addr[k]),
                              s2_dv[k].eq(bank_dv[k])]
 
+        # U0: the column slice issued this cycle -- the dense walk's counters, or in place
+        # the fetched active-column entry (F1: list read, U0: its j, x registered)
+        if ip:
+            g0_valid, g0_first, g0_last = Signal(), Signal(), Signal()
+            g0_b, g0_base = Signal.like(fb), Signal.like(fbase)
+            g0_j, g0_x = Signal(unsigned(ubits(n_in))), Signal(T)
+            m.d.sync += [g0_valid.eq(f1_valid), g0_first.eq(f1_first), g0_last.eq(f1_last),
+                         g0_b.eq(f1_b), g0_base.eq(f1_base),
+                         g0_j.eq(self.act_rdata.j), g0_x.eq(self.act_rdata.x)]
+            e_ua = Signal(unsigned(ubits(depth)))
+            m.d.comb += [u_issue.eq(g0_valid), e_ua.eq(g0_base + g0_j)]
+            e_uj, e_ub, e_first, e_lastcol = g0_j, g0_b, g0_first, g0_last
+            u1_x = Signal(T)
+            m.d.sync += u1_x.eq(g0_x)
+        else:
+            e_ua, e_uj, e_ub = ua, uj, ub
+            e_first, e_lastcol = (uj == 0), (uj == n_in - 1)
+
         # update pipeline values per bank (U1 stage)
-        u_r = [Signal(32, name=f"u_r{q}") for q in range(P)]          # lane order, U1
         valid_last = (1 << (N - (NB - 1) * P)) - 1                     # lanes of the last block
         u_lane_ok = Signal(P)
         # U1R: every block RAM word the update uses (W, G or the x bits and dv history, the
@@ -473,11 +589,9 @@ class WGEngine(wiring.Component):
         u1r_valid, u1r_last_block = Signal(), Signal()
         u1r_addr = Signal(unsigned(ubits(depth)))
         u1r_jlow = Signal(max(lb, 1))
-        u1r_r = [Signal(32, name=f"u1r_r{q}") for q in range(P)]
         u1r_w = [Signal(signed(wb), name=f"u1r_w{k}") for k in range(P)]
         m.d.sync += [u1r_valid.eq(u1_valid), u1r_last_block.eq(u1_last_block),
                      u1r_addr.eq(u1_addr), u1r_jlow.eq(u1_jlow)]
-        m.d.sync += [u1r_r[q].eq(u_r[q]) for q in range(P)]
         m.d.sync += [u1r_w[k].eq(self.w_rdata[k]) for k in range(P)]
         m.d.comb += u_lane_ok.eq(Mux(u1r_last_block, valid_last, (1 << P) - 1))
         # U2 and U3 registers: the update is pipelined (U1 reads arrive, U1R registers them
@@ -489,17 +603,25 @@ class WGEngine(wiring.Component):
         u3_addr = Signal(unsigned(ubits(depth)))
         u2_jlow = Signal(max(lb, 1))
         u2_lane_ok = Signal(P)
-        u2_r = [Signal(32, name=f"u2_r{q}") for q in range(P)]
         u2_w = [Signal(signed(wb), name=f"u2_w{k}") for k in range(P)]
         m.d.sync += [u2_valid.eq(u1r_valid), u3_valid.eq(u2_valid), u2_addr.eq(u1r_addr),
                      u3_addr.eq(u2_addr), u2_jlow.eq(u1r_jlow), u2_lane_ok.eq(u_lane_ok)]
-        m.d.sync += [u2_r[q].eq(u1r_r[q]) for q in range(P)]
         m.d.sync += [u2_w[k].eq(u1r_w[k]) for k in range(P)]
         u_bank_ok = self._rotate([u2_lane_ok[q] for q in range(P)], u2_jlow)
         u1_lane_ok = Signal(P)
         m.d.comb += u1_lane_ok.eq(Mux(u1_last_block, valid_last, (1 << P) - 1))
         u1_bank_ok = self._rotate([u1_lane_ok[q] for q in range(P)], u1_jlow) if not ip else None
-        u_bank_r = self._rotate(u2_r, u2_jlow)
+        # column position of the slice in its block (rng streams: first loads, last stores)
+        u1_b = Signal(unsigned(ubits(NB)))
+        u1_first, u1r_first, u2_first = Signal(), Signal(), Signal()
+        u1r_b, u2_b = Signal.like(u1_b), Signal.like(u1_b)
+        u1_lastcol, u1r_lastcol, u2_lastcol = Signal(), Signal(), Signal()
+        m.d.sync += [u1_b.eq(e_ub), u1r_b.eq(u1_b), u2_b.eq(u1r_b),
+                     u1_first.eq(e_first), u1r_first.eq(u1_first), u2_first.eq(u1r_first),
+                     u1_lastcol.eq(e_lastcol), u1r_lastcol.eq(u1_lastcol),
+                     u2_lastcol.eq(u1r_lastcol)]
+        r_lane = [Signal(32, name=f"r_lane{q}") for q in range(P)]   # U2, lane order
+        u_bank_r = self._rotate(r_lane, u2_jlow)
 
         if ip:
             # G of the column slice in U1R, exactly: G_q = sum over t with x[t][j] = 1 of
@@ -507,7 +629,7 @@ class WGEngine(wiring.Component):
             # never wider than grad_bits (the config guarantees it), so no saturation.
             xw = Signal(T)
             dvh_r = [Signal(T * dvb, name=f"dvh_r{q}") for q in range(P)]
-            m.d.sync += [xw.eq(x_rd.data), *[dvh_r[q].eq(dvh_rd[q].data) for q in range(P)]]
+            m.d.sync += [xw.eq(u1_x), *[dvh_r[q].eq(dvh_rd[q].data) for q in range(P)]]
             u_g = []
             for q in range(P):
                 terms = [Mux(xw[t], dvh_r[q][t * dvb:(t + 1) * dvb].as_signed(), 0)
@@ -519,13 +641,8 @@ class WGEngine(wiring.Component):
                 m.d.sync += gq.eq(terms[0])          # U2 register, lane order
                 u_g.append(gq)
             u_bank_g = self._rotate(u_g, u2_jlow)
-            # x bits: read column j in U0; the last block clears it for the next sample
-            with m.If(u_issue):
-                m.d.comb += x_rd.addr.eq(uj)
-            with m.If(u1_valid & u1_last_block):
-                m.d.comb += [x_wr.addr.eq(u1_j), x_wr.data.eq(0), x_wr.en.eq(1)]
             for q in range(P):
-                m.d.comb += dvh_rd[q].addr.eq(ub)
+                m.d.comb += dvh_rd[q].addr.eq(e_ub)
         else:
             s3_en = [Signal(name=f"s3_en{k}") for k in range(P)]
             s3_addr = [Signal(unsigned(ubits(depth)), name=f"s3_addr{k}") for k in range(P)]
@@ -537,6 +654,14 @@ class WGEngine(wiring.Component):
             g_r = [Signal(signed(gb), name=f"g_r{k}") for k in range(P)]
             m.d.sync += [g_r[k].eq(g_rd[k].data) for k in range(P)]          # U1R register
             m.d.sync += [u_bank_g[k].eq(g_r[k]) for k in range(P)]            # U2 register
+
+        if ip:
+            g_lane = u_g
+        elif P == 1:
+            g_lane = u_bank_g
+        else:
+            garr = Array(u_bank_g)              # lane q is in bank (q + j) mod P
+            g_lane = [garr[(Const(q, lb + 1) + u2_jlow)[:lb]] for q in range(P)]
 
         for k in range(P):
             if not ip:
@@ -565,7 +690,7 @@ class WGEngine(wiring.Component):
             m.d.comb += w_new.eq(arith.sat(u3_w - u3_delta, wb))
 
             m.d.comb += [
-                self.w_raddr[k].eq(ua),
+                self.w_raddr[k].eq(e_ua),
                 self.w_waddr[k].eq(u3_addr),
                 self.w_wdata[k].eq(w_new),
                 self.w_we[k].eq(u3_valid & u3_ok),
@@ -585,26 +710,33 @@ class WGEngine(wiring.Component):
             ctr += work.eq(work + sum(u2_lane_ok[q] for q in range(P)))
 
         # ------------------------------------------------------------- update: U0 stage
-        m.d.sync += [u1_addr.eq(ua), u1_last_block.eq(ub == NB - 1), u1_j.eq(uj)]
-        m.d.sync += u1_jlow.eq(uj)             # truncated: j mod P
-        # rng: block b's states are read (address b) the cycle before its first column,
-        # held in x_reg during the block and written back at its last column.
+        m.d.sync += [u1_addr.eq(e_ua), u1_last_block.eq(e_ub == NB - 1), u1_j.eq(e_uj)]
+        m.d.sync += u1_jlow.eq(e_uj)           # truncated: j mod P
+        # rng (stochastic rounding): lane q's stream steps only for a weight whose G is not
+        # zero (model/fixedpoint.py), so it steps in U2, where G is known. Block b's states
+        # are read in U1 of its first column and registered in U1R with their next state
+        # (st_s, st_n); during the block s = the state, n = xorshift(s) are kept in
+        # registers, so the rounding takes r = n straight from a register (or st_n); the
+        # state after the block's last column is written back in U2.
         if stochastic:
-            x_reg = [Signal(32, name=f"x{q}") for q in range(P)]
-            first = Signal()
-            m.d.comb += first.eq(uj == 0)
+            host_idle = ~busy & ~self.start_update
             for q in range(P):
-                cur = Mux(first, rng_rd[q].data, x_reg[q])
-                nxt = Signal(32, name=f"x_next{q}")
-                m.d.comb += nxt.eq(arith.xorshift32(cur))
-                with m.If(u_issue):
-                    m.d.sync += [x_reg[q].eq(nxt), u_r[q].eq(nxt)]
-                host_idle = ~busy & ~self.start_update
+                st_s, st_n = Signal(32, name=f"st_s{q}"), Signal(32, name=f"st_n{q}")
+                s_q, n_q = Signal(32, name=f"rs{q}"), Signal(32, name=f"rn{q}")
+                m.d.sync += [st_s.eq(rng_rd[q].data), st_n.eq(arith.xorshift32(rng_rd[q].data))]
+                s_eff, n_eff = Mux(u2_first, st_s, s_q), Mux(u2_first, st_n, n_q)
+                step = Signal(name=f"rstep{q}")
+                m.d.comb += [step.eq(u2_lane_ok[q] & (g_lane[q] != 0)), r_lane[q].eq(n_eff)]
+                s_new = Signal(32, name=f"rs_new{q}")
+                m.d.comb += s_new.eq(Mux(step, n_eff, s_eff))
+                with m.If(u2_valid):
+                    m.d.sync += [s_q.eq(s_new), n_q.eq(Mux(step, arith.xorshift32(n_eff), n_eff))]
                 m.d.comb += [
-                    rng_rd[q].addr.eq(Mux(u_issue, ub + 1, Mux(host_idle, self.rng_raddr, 0))),
-                    rng_wr[q].addr.eq(Mux(busy, ub, self.rng_waddr)),
-                    rng_wr[q].data.eq(Mux(busy, nxt, self.rng_wdata[q])),
-                    rng_wr[q].en.eq(Mux(busy, u_issue & (uj == n_in - 1), self.rng_we[q])),
+                    rng_rd[q].addr.eq(Mux(u1_valid & u1_first, u1_b,
+                                          Mux(host_idle, self.rng_raddr, 0))),
+                    rng_wr[q].addr.eq(Mux(busy, u2_b, self.rng_waddr)),
+                    rng_wr[q].data.eq(Mux(busy, s_new, self.rng_wdata[q])),
+                    rng_wr[q].en.eq(Mux(busy, u2_valid & u2_lastcol, self.rng_we[q])),
                     self.rng_rdata[q].eq(rng_rd[q].data),
                 ]
         else:

@@ -123,6 +123,8 @@ class Naive:
         for i in range(len(W)):
             for j in range(len(W[0])):
                 g = grad[i][j]
+                if g == 0:
+                    continue  # rounds to 0 with any r; the stream does not step
                 if p["rounding"] == "stochastic":
                     self.rng[l][i] = self.xorshift(self.rng[l][i])
                     step = (g + (self.rng[l][i] % (2 ** r))) // (2 ** r)

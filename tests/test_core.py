@@ -394,7 +394,14 @@ async def core_train(dut):
 
                 await tb.ok("train", monitor=both)
                 assert feeder.done(), f"{where}: train answered before every event was taken"
-                assert len(seen) == N * n_in, f"{where}: {len(seen)} of {N * n_in} weights written"
+                # the sparse update writes exactly the weights of active blocks x active columns
+                act_ab, act_ac = perf.inplace_active(x[k], tr.dv[k], P)
+                live = (tr.dv[k] != 0).any(dim=0).tolist()
+                blk_on = [any(live[b * P:(b + 1) * P]) for b in range(geom.blocks)]
+                col_on = (x[k] != 0).any(dim=0).tolist()
+                want = {(i, j) for i in range(N) for j in range(n_in) if blk_on[i // P] and col_on[j]}
+                assert seen == want, (f"{where}: sparse update wrote {len(seen)} weights, "
+                                      f"expected {len(want)} (active blocks x active columns)")
             else:
                 await tb.ok("train", monitor=sb.check)
             sb.finish()
@@ -411,7 +418,7 @@ async def core_train(dut):
             total_fp_stalls += c["fp_stalls"]
             assert c["fp_work"] == perf.fp_work(events, N), f"{where}: fp work {c['fp_work']}"
             if ip:
-                exp_wg = perf.INPLACE_BACKWARD_WG_CYCLES
+                exp_wg = perf.inplace_scan_cycles(n_in)
                 exp_wg_work = 0
             else:
                 exp_wg = perf.wg_cycles(events, lens)
@@ -424,19 +431,19 @@ async def core_train(dut):
             exp_bwd = perf.core_backward_cycles(c["bp_cycles"], c["wg_cycles"], c["wg_stalls"])
             assert c["bwd_phase"] == exp_bwd, f"{where}: backward phase {c['bwd_phase']} != {exp_bwd}"
             if ip:
-                sched = perf.core_inplace_backward_cycles(geom.blocks, geom.col_blocks, nnz)
+                sched = perf.core_inplace_backward_cycles(geom.blocks, geom.col_blocks, nnz, n_in)
             else:
                 sched = perf.core_backward_schedule(geom.blocks, geom.col_blocks, nnz, events, lens)
             got = {k: c[k] for k in ("bp_cycles", "wg_cycles", "wg_stalls")}
             got["phase"] = c["bwd_phase"]
             assert got == sched, f"{where}: backward phase {got} != perf schedule {sched}"
             if ip:
-                assert c["upd_cycles"] == perf.inplace_update_cycles(n_in, N, P), \
+                assert c["upd_cycles"] == perf.inplace_update_cycles(act_ab, act_ac), \
                     f"{where}: in-place update cycles {c['upd_cycles']}"
-                assert c["upd_phase"] == perf.core_update_cycles(n_in, N, P), \
+                assert c["upd_phase"] == perf.core_inplace_update_cycles(act_ab, act_ac), \
                     f"{where}: in-place update phase {c['upd_phase']}"
-                assert c["upd_work"] == N * n_in, f"{where}: in-place update work {c['upd_work']}"
-                exp_total = perf.core_inplace_sample_cycles(n_in, N, P, nnz, events)
+                assert c["upd_work"] == len(want), f"{where}: in-place update work {c['upd_work']}"
+                exp_total = perf.core_inplace_sample_cycles(n_in, N, P, nnz, events, act_ab, act_ac)
                 got_total = {"forward": c["fwd_phase"], "backward": c["bwd_phase"],
                              "update": c["upd_phase"]}
                 got_total["total"] = sum(got_total.values())
