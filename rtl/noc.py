@@ -246,9 +246,6 @@ DEFAULT_PLANES = (
 )
 
 _LINKS = ("n", "e", "s", "w")
-# Yosys keeps these nets: ABC then maps route, eligibility and arbitration as separate
-# small functions instead of collapsing them into one deep one (fewer LUTs, measured)
-_KEEP = {"keep": 1}
 # output order inside a plane router: eject, N, E, S, W
 _EJ, _N, _E, _S, _W = range(5)
 
@@ -264,6 +261,19 @@ def _check_planes(who, planes):
     if len(set(names)) != len(names):
         raise ValueError(f"{who}: two planes of one class: {names}")
     return planes
+
+
+def _cmp(x, op: str, k: int):
+    """``x op k`` for a constant ``k``, folded to a constant when the range of ``x`` decides
+    it (keeps the Verilog free of always-true/false comparisons, Verilator's UNSIGNED)."""
+    top = (1 << len(x)) - 1
+    lo_true = {"<": k > top, "<=": k >= top, ">": k < 0, ">=": k <= 0, "==": False}[op]
+    never = {"<": k <= 0, "<=": k < 0, ">": k >= top, ">=": k > top, "==": k < 0 or k > top}[op]
+    if lo_true:
+        return Const(1, 1)
+    if never:
+        return Const(0, 1)
+    return {"<": x < k, "<=": x <= k, ">": x > k, ">=": x >= k, "==": x == k}[op]
 
 
 # -------------------------------------------------------------------------- one plane
@@ -320,31 +330,31 @@ class PlaneRouter(wiring.Component):
             Hr, Hc = flit.dst.hi.row, flit.dst.hi.col
             one, two = flit.one, flit.two
             # local delivery: (Lr, Lc) <= (r, c) <= (Hr, Hc) in row-major order
-            req[_EJ] = (((Lr < r) | ((Lr == r) & (Lc <= c)))
-                        & ((Hr > r) | ((Hr == r) & (Hc >= c))))
-            # this column's target rows: top = Lr + (Lc > c) .. bottom = Hr - (Hc < c)
-            left_of_lo, right_of_hi = Lc > c, Hc < c
-            top_above = Mux(left_of_lo, Lr < r - 1, Lr < r) if r >= 1 else zero
-            bot_below = Mux(right_of_hi, Hr > r + 1, Hr > r)
+            req[_EJ] = (((_cmp(Lr, "<", r)) | ((_cmp(Lr, "==", r)) & (_cmp(Lc, "<=", c))))
+                        & ((_cmp(Hr, ">", r)) | ((_cmp(Hr, "==", r)) & (_cmp(Hc, ">=", c)))))
+            # this column's target rows: top = Lr + (_cmp(Lc, ">", c)) .. bottom = Hr - (_cmp(Hc, "<", c))
+            left_of_lo, right_of_hi = _cmp(Lc, ">", c), _cmp(Hc, "<", c)
+            top_above = Mux(left_of_lo, _cmp(Lr, "<", r - 1), _cmp(Lr, "<", r)) if r >= 1 else zero
+            bot_below = Mux(right_of_hi, _cmp(Hr, ">", r + 1), _cmp(Hr, ">", r))
             col_has = Mux(one, ~left_of_lo & ~right_of_hi, ~(two & left_of_lo & right_of_hi))
 
             def x_phase(lifted, east, west):
                 out = [zero] * 5
                 if last_partial:
                     # the direct part: targets in this (last) row only
-                    gate = Hr == R - 1
+                    gate = _cmp(Hr, "==", R - 1)
                     if east:
-                        out[_E] = gate & (Hc > c)
+                        out[_E] = gate & (_cmp(Hc, ">", c))
                     if west:
-                        out[_W] = gate & Mux(Lr == R - 1, Lc < c, Const(int(c > 0), 1))
+                        out[_W] = gate & Mux(_cmp(Lr, "==", R - 1), _cmp(Lc, "<", c), Const(int(c > 0), 1))
                     return out
                 one_eff = one
                 if lifted is not None:       # rows restricted to <= R-2
-                    one_eff = one | (lifted & (Lr == R - 2))
+                    one_eff = one | (lifted & (_cmp(Lr, "==", R - 2)))
                 if east:
-                    out[_E] = Mux(one, Hc > c, Const(int(c < C - 1), 1))
+                    out[_E] = Mux(one, _cmp(Hc, ">", c), Const(int(c < C - 1), 1))
                 if west:
-                    out[_W] = Mux(one_eff, Lc < c, Const(int(c > 0), 1))
+                    out[_W] = Mux(one_eff, _cmp(Lc, "<", c), Const(int(c > 0), 1))
                 out[_N] = col_has & top_above
                 out[_S] = col_has & bot_below
                 if lifted is not None:
@@ -354,23 +364,23 @@ class PlaneRouter(wiring.Component):
             y_north, y_south = top_above, bot_below
         else:
             dr, dc = flit.dst.row, flit.dst.col
-            req[_EJ] = (dr == r) & (dc == c)
+            req[_EJ] = (_cmp(dr, "==", r)) & (_cmp(dc, "==", c))
 
             def x_phase(lifted, east, west):
                 out = [zero] * 5
                 if east:
-                    out[_E] = dc > c
+                    out[_E] = _cmp(dc, ">", c)
                 if west:
-                    out[_W] = dc < c
+                    out[_W] = _cmp(dc, "<", c)
                 if last_partial:
                     # only a destination in this (last) row travels along it
-                    out = [o & (dr == R - 1) for o in out]
+                    out = [o & (_cmp(dr, "==", R - 1)) for o in out]
                 else:
-                    out[_N] = (dc == c) & (dr < r)
-                    out[_S] = (dc == c) & (dr > r)
+                    out[_N] = (_cmp(dc, "==", c)) & (_cmp(dr, "<", r))
+                    out[_S] = (_cmp(dc, "==", c)) & (_cmp(dr, ">", r))
                 return out
 
-            y_north, y_south = dr < r, dr > r
+            y_north, y_south = _cmp(dr, "<", r), _cmp(dr, ">", r)
 
         if kind == "L":
             x = x_phase(None, True, True)
@@ -379,7 +389,7 @@ class PlaneRouter(wiring.Component):
             if last_partial:
                 # the lift: targets in rows above go one hop north first
                 lo_row = flit.dst.lo.row if self.multicast else flit.dst.row
-                req[_N] = lo_row < R - 1
+                req[_N] = _cmp(lo_row, "<", R - 1)
         elif kind in ("W", "E"):
             lifted = flit.lift if lift_row else None
             x = x_phase(lifted, kind == "W", kind == "E")
@@ -445,11 +455,11 @@ class PlaneRouter(wiring.Component):
         pends, done = [], []
         for i, (kind, port, flit) in enumerate(inputs):
             req = self._route(kind, flit)
-            rq = Signal(5, name=f"req_{kind}", attrs=_KEEP)
+            rq = Signal(5, name=f"req_{kind}")
             m.d.comb += rq.eq(Cat(req[k] if out_exists[k] else Const(0, 1) for k in range(5)))
             if self.multicast:
                 dn = Signal(5, name=f"done_{kind}")
-                pend = Signal(5, name=f"pend_{kind}", attrs=_KEEP)
+                pend = Signal(5, name=f"pend_{kind}")
                 m.d.comb += pend.eq(rq & ~dn)
             else:
                 dn, pend = None, rq
@@ -462,14 +472,14 @@ class PlaneRouter(wiring.Component):
 
         # ---------------------------------------------------------------- B
         full = Cat((o_valid[k] if out_exists[k] else Const(1, 1)) for k in range(5))
-        g_pend = Signal(5, attrs=_KEEP)
+        g_pend = Signal(5)
         pend_expr = Const(0, 5)
         for i in range(n):
             pend_expr = pend_expr | (pends[i] & x_grant[i].replicate(5))
         m.d.comb += g_pend.eq(pend_expr)
-        send = Signal(5, attrs=_KEEP)
+        send = Signal(5)
         m.d.comb += send.eq(g_pend & ~full)
-        complete = Signal(attrs=_KEEP)
+        complete = Signal()
         m.d.comb += complete.eq((g_pend & full) == 0)
         for i in range(n):
             if done[i] is not None:
@@ -478,18 +488,18 @@ class PlaneRouter(wiring.Component):
 
         # ---------------------------------------------------------------- A: round robin
         # an output is free for A when empty and not being written by B
-        free = Signal(5, attrs=_KEEP)
+        free = Signal(5)
         m.d.comb += free.eq(~full & ~send)
         elig = []
         for i, (kind, port, flit) in enumerate(inputs):
-            e = Signal(name=f"elig_{kind}", attrs=_KEEP)
+            e = Signal(name=f"elig_{kind}")
             m.d.comb += e.eq(port.valid & ~x_grant[i] & ((pends[i] == 0) | ((pends[i] & free) != 0)))
             elig.append(e)
         elig_v = Cat(elig)
         mask = Signal(n, init=(1 << n) - 1)      # inputs at or after the priority pointer
         hi_e = Signal(n)
         m.d.comb += hi_e.eq(elig_v & mask)
-        grant = Signal(n, attrs=_KEEP)
+        grant = Signal(n)
         m.d.comb += grant.eq(first(Mux(hi_e != 0, hi_e, elig_v), n))
         m.d.sync += x_grant.eq(grant)
         with m.If(grant != 0):
