@@ -23,14 +23,16 @@ One router plane (:class:`PlaneRouter`), all single-flit messages:
 
 * each output (eject, N, E, S, W) is one register (``valid`` + flit); the input links are
   read straight from the neighbours' output registers (no input buffers);
-* a shared *bus*: each cycle one input, picked round-robin among the inputs whose head flit
-  can move (some output it still needs is empty, or it needs none), is written to every
-  output it still needs that is empty (the multicast fork: one bus cycle makes all copies it
-  can); the head flit leaves its input when every branch has been written (per-input
-  ``done`` mask, asynchronous fork); branches never wait for each other;
+* a shared *bus*, in two stages: *decide* (cycle t) picks one input, round-robin among the
+  inputs whose head flit can move (some output it still needs is empty, or it needs none);
+  *transfer* (t+1) writes that flit to every output it still needs that is empty (the
+  multicast fork: one bus cycle makes all copies it can); the head flit leaves its input
+  when every branch has been written (per-input ``done`` mask, asynchronous fork); branches
+  never wait for each other;
 * an output register counts as empty only when ``valid`` is low (not when it is being
-  drained), so ``ready`` never depends on another router's ``ready``: no combinational path
-  crosses more than one link, at the price of one flit every two cycles per link.
+  drained), so ``ready`` depends on this router's registers and the input's held payload
+  only: no combinational path crosses more than one link, at the price of one flit every
+  two cycles per link.
 
 Counters (``counters=True``, like ``rtl/debug.py``'s debug option): per port of each plane
 (:class:`Port`: inject, eject, N, E, S, W) the flits (``valid & ready``) and stalls
@@ -642,15 +644,16 @@ class Mesh(wiring.Component):
         members["ctr_addr"] = In(unsigned(_ubits(PLANE_STRIDE * len(self.planes))))
         members["ctr_data"] = Out(unsigned(self.counter_bits))
         super().__init__(members)
+        #: The routers, core k's at index k (a testbench or the chip top may watch their links).
+        self.routers = [Router(mesh, k, self.planes, counters=self.counters,
+                               counter_bits=self.counter_bits) for k in range(mesh.nodes)]
 
     def elaborate(self, platform):
         m = Module()
         mesh = self.mesh
-        routers = []
-        for k in range(mesh.nodes):
-            rt = Router(mesh, k, self.planes, counters=self.counters, counter_bits=self.counter_bits)
+        routers = self.routers
+        for k, rt in enumerate(routers):
             m.submodules[f"r{k}"] = rt
-            routers.append(rt)
         for k, rt in enumerate(routers):
             row, col = mesh.position(k)
             for spec in self.planes:

@@ -10,10 +10,11 @@ every failure message):
   port takes flits only with a random probability per core (back-pressure). A scoreboard
   checks every delivered flit the cycle it leaves: at a core of its destination set, not
   twice, in the order its source sent to that core (a queue per plane, source and
-  destination); at the end, nothing lost. Then every counter of every router: injected and
-  delivered flits and the stall cycles the testbench saw at each inject and eject port,
-  and the flits of every link against a reference model of the routes (the union of the XY
-  paths from the source to each destination, with the lift out of a partial last row).
+  destination); at the end, nothing lost. The flits on every link (watched through the
+  harness) must equal a reference model of the routes (the union of the XY paths from the
+  source to each destination, with the lift out of a partial last row). Then every counter
+  of every router: flits and stall cycles of each inject, eject and link port against what
+  the testbench saw.
 * ``noc_saturation``: every core injects back to back on every plane (multicast on the spike
   plane), every eject port always ready; all flits must arrive within three times the cycles the
   busiest resource needs (a port or link moves one flit every two cycles, a router plane's
@@ -58,6 +59,8 @@ class MeshHarness(wiring.Component):
         self._mesh = Mesh(mesh, planes)
         members.update(ctr_node=In(self._mesh.ctr_node.shape()), ctr_addr=In(self._mesh.ctr_addr.shape()),
                        ctr_data=Out(self._mesh.ctr_data.shape()))
+        for s in planes:   # every link's handshake: bit 4*k + j for port j (N, E, S, W) of core k
+            members.update({f"{s.name}_lv": Out(4 * n), f"{s.name}_lr": Out(4 * n)})
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -77,7 +80,18 @@ class MeshHarness(wiring.Component):
                          edata.eq(Cat(ej[k].payload for k in range(self.mesh.nodes)))]
         m.d.comb += [mesh.ctr_node.eq(self.ctr_node), mesh.ctr_addr.eq(self.ctr_addr),
                      self.ctr_data.eq(mesh.ctr_data)]
+        for s in self.planes:
+            lv, lr = [], []
+            for rt in mesh.routers:
+                for d in ("n", "e", "s", "w"):
+                    out = getattr(rt, f"{s.name}_{d}_out")
+                    lv.append(out.valid)
+                    lr.append(out.ready)
+            m.d.comb += [getattr(self, f"{s.name}_lv").eq(Cat(lv)), getattr(self, f"{s.name}_lr").eq(Cat(lr))]
         return m
+
+
+_LINK_PORTS = (Port.N, Port.E, Port.S, Port.W)
 
 
 # ------------------------------------------------------------------ reference routes
@@ -122,6 +136,9 @@ class Plane:
         self.seq_bits = min(16, self.pw - self.sb)
         self.iv_h, self.id_h, self.ir_h = (getattr(dut, f"{self.name}_{x}") for x in ("iv", "id", "ir"))
         self.ev_h, self.ed_h, self.er_h = (getattr(dut, f"{self.name}_{x}") for x in ("ev", "ed", "er"))
+        self.lv_h, self.lr_h = getattr(dut, f"{self.name}_lv"), getattr(dut, f"{self.name}_lr")
+        self.link_seen = defaultdict(int)             # (node, Port) -> flits seen on the link
+        self.link_stalls = defaultdict(int)           # (node, Port) -> valid & ~ready cycles
         self.queue = [deque() for _ in range(n)]      # flits each source still has to send
         self.cur = [None] * n                         # (word, payload, dsts) presented now
         self.expect = defaultdict(deque)              # (src, dst) -> payloads in order
@@ -213,6 +230,15 @@ class Plane:
         ev = int(self.ev_h.value)
         ed = int(self.ed_h.value) if ev else 0
         mesh = self.mesh
+        lv = int(self.lv_h.value)
+        if lv:
+            lr = int(self.lr_h.value)
+            for bits, table in ((lv & lr, self.link_seen), (lv & ~lr, self.link_stalls)):
+                while bits:
+                    low = bits & -bits
+                    j = low.bit_length() - 1
+                    table[(j // 4, _LINK_PORTS[j % 4])] += 1
+                    bits ^= low
         for k in range(mesh.nodes):
             bit = 1 << k
             if self.iv & bit:
@@ -302,8 +328,13 @@ async def check_counters(dut, mesh, ps, seed):
                    (Port.INJECT, CounterKind.STALLS): p.inj_stalls[k],
                    (Port.EJECT, CounterKind.FLITS): p.delivered[k],
                    (Port.EJECT, CounterKind.STALLS): p.ej_stalls[k]}
-            for port in (Port.N, Port.E, Port.S, Port.W):
-                exp[(port, CounterKind.FLITS)] = p.link_flits.get((k, port), 0)
+            for port in _LINK_PORTS:
+                # the route model's links and the handshakes seen on them must agree
+                model, seen = p.link_flits.get((k, port), 0), p.link_seen.get((k, port), 0)
+                assert model == seen, (f"seed={seed} plane={p.name} core={k}: {seen} flits went "
+                                       f"out on {port.name}, the route model says {model}")
+                exp[(port, CounterKind.FLITS)] = model
+                exp[(port, CounterKind.STALLS)] = p.link_stalls.get((k, port), 0)
             for (port, kind), want in exp.items():
                 dut.ctr_addr.value = counter_index(pi, port, kind)
                 await FallingEdge(dut.clk)
