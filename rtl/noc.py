@@ -31,8 +31,9 @@ One router plane (:class:`PlaneRouter`), all single-flit messages:
   never wait for each other;
 * an output register counts as empty only when ``valid`` is low (not when it is being
   drained), so ``ready`` depends on this router's registers and the input's held payload
-  only: no combinational path crosses more than one link, at the price of one flit every
-  two cycles per link.
+  only: no combinational path crosses more than one link, at the price of throughput: an
+  output register is rewritten two cycles after it was drained, so a link carries one flit
+  every four cycles, an eject port one every three, an inject port one every two.
 
 Counters (``counters=True``, like ``rtl/debug.py``'s debug option): per port of each plane
 (:class:`Port`: inject, eject, N, E, S, W) the flits (``valid & ready``) and stalls

@@ -16,10 +16,11 @@ every failure message):
   of every router: flits and stall cycles of each inject, eject and link port against what
   the testbench saw.
 * ``noc_saturation``: every core injects back to back on every plane (multicast on the spike
-  plane), every eject port always ready; all flits must arrive within three times the cycles the
-  busiest resource needs (a port or link moves one flit every two cycles, a router plane's
-  bus one flit a cycle per router visited) plus ``8 * (rows + cols) + 64``, checked the
-  same way.
+  plane), every eject port always ready; all flits must arrive within three times a lower
+  bound of the cycles the busiest resource needs (a port or link cannot move more than one
+  flit every two cycles -- the design moves one every four on a link -- and a router
+  plane's bus one flit a cycle per router visited) plus ``8 * (rows + cols) + 64``,
+  checked the same way.
 """
 
 from __future__ import annotations
@@ -359,8 +360,9 @@ async def noc_random(dut):
 
 def busiest(mesh, ps) -> int:
     """Cycles the busiest resource of the queued traffic needs at least: an inject port, an
-    eject port or a link moves one flit every two cycles; a router plane's bus moves one
-    flit a cycle, once per router a flit visits (its source, every hop)."""
+    eject port or a link moves at most one flit every two cycles (the design: a link one
+    every four, an eject port one every three); a router plane's bus moves one flit a
+    cycle, once per router a flit visits (its source, every hop)."""
     worst = 0
     for p in ps:
         links, inj, ej, visits = defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int)
