@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,10 +43,13 @@ os.environ["AMARANTH_USE_YOSYS"] = "builtin"
 from amaranth.back import verilog
 from spikeforge.gen.config import load_config
 from spikeforge.rtl.geometry import ChipGeometry
-try:
-    from spikeforge.fpga.flow import core_for_build
-except ImportError:
-    from spikeforge.rtl.core import Core as core_for_build
+import inspect
+from spikeforge.rtl.core import Core
+def core_for_build(cfg, geom):
+    # as fpga/flow.py builds it: without the debug counters where the tree has the option
+    if "debug" in inspect.signature(Core).parameters:
+        return Core(cfg, geom, debug=False)
+    return Core(cfg, geom)
 jobs, outdir = json.loads(sys.argv[1]), sys.argv[2]
 rows = []
 for preset, lanes in jobs:
@@ -64,6 +68,8 @@ print(json.dumps(rows))
 def _shim(tree: Path, where: Path) -> Path:
     """A directory whose ``spikeforge`` package maps to ``tree``'s top-level folders."""
     pkg = where / "spikeforge"
+    if where.exists():                      # a shim of an earlier run
+        shutil.rmtree(where)
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     for sub in ("rtl", "gen", "model", "configs", "fpga", "sim"):
