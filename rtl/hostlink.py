@@ -30,11 +30,14 @@ never stalls ``rx`` (a UART cannot be stalled).
 
 import functools
 import operator
+import types
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from ..host.protocol import Status as HostStatus
 
 __all__ = ["Status", "FrameHeader", "ReplyHeader", "PayloadByte", "ErrReply", "stats_layout",
            "STATS", "crc16_next", "FrameDecoder", "FrameEncoder", "HostLink", "OVERHEAD_BYTES",
@@ -45,16 +48,10 @@ OVERHEAD_BYTES = 6
 CRC_POLY, CRC_INIT = 0x1021, 0xFFFF
 
 
-class Status(enum.Enum, shape=8):
-    """Reply status codes (the same numbers as ``spikeforge.host.protocol.Status``)."""
-    OK = 0
-    BAD_CRC = 1        # never sent: such frames are dropped
-    BAD_LEN = 2
-    UNKNOWN_OP = 3
-    BAD_INDEX = 4
-    BUSY = 5
-    TOO_LONG = 6
-    BAD_ARG = 7
+#: Reply status codes: ``spikeforge.host.protocol.Status`` (the one list, docs/protocol.md)
+#: as an 8-bit Amaranth enum.
+Status = types.new_class("Status", (enum.Enum,), {"shape": 8},
+                         lambda ns: ns.update({s.name: s.value for s in HostStatus}))
 
 
 class FrameHeader(data.Struct):

@@ -362,6 +362,15 @@ class WGEngine(wiring.Component):
             m.d.sync += [lo.eq(self.ev_start_rdata), pf_pending.eq(0)]
 
 
+        def drain_then_done(counter, last):
+            """A drain state: busy while the pipeline empties, ``done`` in cycle ``last + 1``."""
+            m.d.comb += [busy.eq(1), count.eq(1)]
+            m.d.sync += counter.eq(counter + 1)
+            with m.If(counter == last):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += counter.eq(0)
+                m.next = "IDLE"
+
         with m.FSM(name="wg_fsm"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -414,11 +423,7 @@ class WGEngine(wiring.Component):
                         m.d.sync += fk.eq(fk + 1)
                 with m.State("US_DRAIN"):
                     # F1, U0, U1, U1R, U2, U3 of the last slice; done with its W write
-                    m.d.comb += [busy.eq(1), count.eq(1)]
-                    m.d.sync += udrain.eq(udrain + 1)
-                    with m.If(udrain == 5):
-                        m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                    drain_then_done(udrain, 5)
                 with m.State("US_DONE"):
                     # no active block or no active column: nothing can change
                     m.d.comb += [busy.eq(1), count.eq(1), self.done.eq(1)]
@@ -462,11 +467,7 @@ class WGEngine(wiring.Component):
                         m.d.sync += c.eq(c + 1)
                 with m.State("DRAIN"):
                     # 3 cycles: the last issue's G write happens in the third.
-                    m.d.comb += [busy.eq(1), count.eq(1)]
-                    m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == 2):
-                        m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                    drain_then_done(drain, 2)
 
             if not ip:
                 # ---------------------------------------------------- update (dense walk)
@@ -486,12 +487,7 @@ class WGEngine(wiring.Component):
                         m.d.sync += uj.eq(uj + 1)
                 with m.State("U_DRAIN"):
                     # U1, U1R, U2, U3 of the last column slice; done with its W write
-                    m.d.comb += [busy.eq(1), count.eq(1)]
-                    m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == 3):
-                        m.d.comb += self.done.eq(1)
-                        m.d.sync += drain.eq(0)
-                        m.next = "IDLE"
+                    drain_then_done(drain, 3)
 
         m.d.comb += self.ev_addr_raddr.eq(e)
         if ip:
