@@ -106,8 +106,9 @@ def bp_cycles(n_blocks: int, col_blocks: int, nnz_per_t, release_delay: int = 1)
     acceptance, and that ``err`` is always ready.
 
     The engine has two units that overlap (rtl/bp.py): the dv unit issues one block per
-    cycle, ``NB`` cycles per timestep; the lists of ``t`` are complete (``lists`` valid,
-    error unit may begin) at ``R(t) = D(t) + NB + 1`` with ``D(t)`` its first issue. The dv
+    cycle, ``NB`` cycles per timestep, and writes a block's dv two cycles after its issue
+    (read, compute | register, write); the lists of ``t`` are complete (``lists`` valid,
+    error unit may begin) at ``R(t) = D(t) + NB + 2`` with ``D(t)`` its first issue. The dv
     unit begins ``t`` once it issued ``t+1``, buffer ``t & 1`` was released by WG
     (visible ``release_delay + 1`` cycles after WG accepted ``t+2``) and the error unit is
     done with ``t+2`` (it shares the double-buffered shadow lists). The error unit takes
@@ -137,7 +138,7 @@ def _backward_schedule(n_blocks, col_blocks, nnz_per_t, accept_gap, release_afte
         if t <= T - 3:
             d = max(d, REL[t + 2] + 1, Eend[t + 2])
         D[t] = d
-        R = d + NB + 1
+        R = d + NB + 2
         A = max(R, wg_free)
         stalls += A - wg_free
         REL[t] = A + release_after[t]

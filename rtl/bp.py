@@ -34,10 +34,15 @@ lists are empty; ``release`` (a 1-cycle pulse from WG) frees the oldest accepted
 The dv phase of ``t`` waits until buffer ``t & 1`` is released (both are free at ``start``).
 
 Latency: block ``b`` of ``t`` is read at cycle ``D(t) + b`` (``D(T-1)`` = the cycle after
-``start``) and its dv is written (``dvw``, list writes) at ``D(t) + b + 1``; ``lists`` of
-``t`` is valid from ``D(t) + NB + 1``; the error unit issues the non-zero dv of ``t`` one per
-cycle, column block by column block, lane list by lane list, and a word leaves (``err.valid``)
-5 cycles after the issue of its last dv (E1 address, E2 read, E2w weight register, E3 multiply, accumulate). ``busy`` stays high for one cycle after the last of:
+``start``), its dv is computed at ``D(t) + b + 1`` and registered, and written (``dvw``, dv
+memory, list and shadow writes, list lengths) at ``D(t) + b + 2``; ``lists`` of ``t`` is
+valid from ``D(t) + NB + 2``. With ``NB = 1`` block 0 follows itself: the dv of ``t+1`` is
+forwarded from the write stage to the computation of ``t`` (with ``NB >= 2`` the write
+comes no later than the read of the same block, which is transparent). The error unit
+issues the non-zero dv of ``t`` one per cycle, column block by column block, lane list by
+lane list, and a word leaves (``err.valid``) 5 cycles after the issue of its last dv (E1
+address, E2 read, E2w weight register, E3 multiply, accumulate). ``busy`` stays high for
+one cycle after the last of:
 the acceptance of the last word, the acceptance of the last ``lists``, the last dv write;
 ``done`` pulses in the first cycle with ``busy`` low. ``label`` is sampled at ``start``.
 
@@ -247,15 +252,26 @@ class BPEngine(wiring.Component):
                 m.d.sync += [dv_b.eq(dv_b + 1), dv_row.eq(dv_row + n_in)]
 
         # =============================================================== dv unit: compute
+        # stage 1 computes dv from the read data; stage 2 registers it and does every write
+        # (dv memory, lists, shadow, lengths, dvw): the LUT-RAM read, the leak, the add and
+        # the saturation no longer run into the list/shadow write enables and addresses.
         label_b = Signal(max(1, N.bit_length()))
         label_q = Signal(max(1, lp))
-        buf1 = t1[0]
-        dvs = []
-        nz = []
-        lens_next = []
+        v2, t2, b2, row2, last2 = (Signal(name="v2"), Signal(tw, name="t2"), Signal(bw, name="b2"),
+                                   Signal(rw, name="row2"), Signal(name="last2"))
+        m.d.sync += [v2.eq(v1), t2.eq(t1), b2.eq(b1), row2.eq(row1), last2.eq(last1)]
+        buf2 = t2[0]
+        dv2 = [Signal(signed(dvb), name=f"dv2_{q}") for q in range(P)]
+        nz2 = [Signal(name=f"nz2_{q}") for q in range(P)]
         n_last = N - (NB - 1) * P                # real lanes of the last block
         for q in range(P):
-            d = Mux(tlast1, 0, dv_rp[q].data)
+            d_mem = dv_rp[q].data
+            if NB == 1:
+                # block 0 follows itself: the dv of t+1 is still in stage 2 (its write lands
+                # at the end of this cycle), so forward it; a gap of one cycle or more leaves
+                # it to the transparent read
+                d_mem = Mux(v2, dv2[q], d_mem)
+            d = Mux(tlast1, 0, d_mem)
             if g.output_layer:
                 hit = (label_b == b1) & ((label_q == q) if P > 1 else 1)
                 target = Mux(hit, cfg.target_count, 0)
@@ -268,29 +284,28 @@ class BPEngine(wiring.Component):
                 val = Mux(b1 == NB - 1, 0, val)
             dv = Signal(signed(dvb), name=f"dv{q}")
             m.d.comb += dv.eq(val)
-            dvs.append(dv)
-            nzq = Signal(name=f"nz{q}")
-            m.d.comb += nzq.eq(dv != 0)
-            nz.append(nzq)
+            m.d.sync += [dv2[q].eq(dv), nz2[q].eq(dv != 0)]
+
+            # stage 2: the writes
             cur = Signal(lw, name=f"lcur{q}")
-            m.d.comb += cur.eq(Mux(b1 == 0, 0, Mux(buf1, len_reg[1][q], len_reg[0][q])))
-            addr = Mux(buf1, NB, 0) + cur
+            m.d.comb += cur.eq(Mux(b2 == 0, 0, Mux(buf2, len_reg[1][q], len_reg[0][q])))
+            addr = Mux(buf2, NB, 0) + cur
             m.d.comb += [
-                dv_wp[q].addr.eq(b1), dv_wp[q].data.eq(dv), dv_wp[q].en.eq(v1),
-                self.dvl_waddr[q].eq(addr), self.dvl_we[q].eq(v1 & nzq),
-                self.dvl_wdata[q].b.eq(b1), self.dvl_wdata[q].dv.eq(dv),
-                sh_wp[q].addr.eq(addr), sh_wp[q].data.eq(Cat(row1, dv)), sh_wp[q].en.eq(v1 & nzq),
-                self.dvw.dv[q].eq(dv),
+                dv_wp[q].addr.eq(b2), dv_wp[q].data.eq(dv2[q]), dv_wp[q].en.eq(v2),
+                self.dvl_waddr[q].eq(addr), self.dvl_we[q].eq(v2 & nz2[q]),
+                self.dvl_wdata[q].b.eq(b2), self.dvl_wdata[q].dv.eq(dv2[q]),
+                sh_wp[q].addr.eq(addr), sh_wp[q].data.eq(Cat(row2, dv2[q])),
+                sh_wp[q].en.eq(v2 & nz2[q]),
+                self.dvw.dv[q].eq(dv2[q]),
             ]
-            lens_next.append(cur + nzq)
-            with m.If(v1):
-                with m.If(buf1):
-                    m.d.sync += len_reg[1][q].eq(cur + nzq)
+            with m.If(v2):
+                with m.If(buf2):
+                    m.d.sync += len_reg[1][q].eq(cur + nz2[q])
                 with m.Else():
-                    m.d.sync += len_reg[0][q].eq(cur + nzq)
-        m.d.comb += [self.dvw.valid.eq(v1), self.dvw.t.eq(t1), self.dvw.b.eq(b1)]
-        with m.If(v1 & last1):
-            m.d.sync += [pend.bit_select(buf1, 1).eq(1), rdy.bit_select(buf1, 1).eq(1)]
+                    m.d.sync += len_reg[0][q].eq(cur + nz2[q])
+        m.d.comb += [self.dvw.valid.eq(v2), self.dvw.t.eq(t2), self.dvw.b.eq(b2)]
+        with m.If(v2 & last2):
+            m.d.sync += [pend.bit_select(buf2, 1).eq(1), rdy.bit_select(buf2, 1).eq(1)]
 
         # ============================================================ lists stream to WG
         lst_left = Signal()
@@ -450,7 +465,7 @@ class BPEngine(wiring.Component):
                              self.err.payload.jb.eq(ejb3)]
 
         # ===================================================================== start / done
-        finished = ~dv_left & ~v1 & ~lst_left & ~err_left & ~e_run & ~ev1 & ~ev2 & ~ev2w & ~ev3 & ~out_valid
+        finished = ~dv_left & ~v1 & ~v2 & ~lst_left & ~err_left & ~e_run & ~ev1 & ~ev2 & ~ev2w & ~ev3 & ~out_valid
         with m.If(busy & finished):
             m.d.sync += [busy.eq(0), self.done.eq(1)]
         with m.If(self.start & ~busy):
