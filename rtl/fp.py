@@ -214,13 +214,20 @@ class FPEngine(wiring.Component):
         f_cnt = [Signal(cb, name=f"f_cnt{q}") for q in range(P)]
 
         j = self.ev_addr_rdata
-        empty = lo == hi
-        last_ev = empty | (e == hi - 1)
+        # the cursor's tests come from registers kept with it, so that the next cursor (and
+        # the event read address it forms) does not wait for a comparison of e, lo and hi:
+        # empty = (lo == hi), rem = hi - 1 - e (the events of the block after this one), and
+        # which of e, lo, hi equals depth_ev (the read address is clamped to 0 there)
+        empty = Signal(name="ev_empty", init=1)   # lo == hi == 0 after reset
+        rem = Signal(range(depth_ev + 1), name="ev_rem")
+        e_end, lo_end, hi_end = Signal(name="e_end"), Signal(name="lo_end"), Signal(name="hi_end")
+        a_end = Signal(name="a_end")             # e_n == depth_ev
+        last_ev = empty | (rem == 0)
         running = state == 3
 
         m.d.comb += [
             t_n.eq(t), b_n.eq(b), e_n.eq(e), lo_n.eq(lo), hi_n.eq(hi), base_n.eq(base),
-            blk_n.eq(blk), state_n.eq(state),
+            blk_n.eq(blk), state_n.eq(state), a_end.eq(e_end),
         ]
         with m.If(~stall):
             with m.Switch(state):
@@ -234,12 +241,13 @@ class FPEngine(wiring.Component):
                     # the loader closed timestep t: its events are buffer[0 .. buf_n-1]
                     with m.If(self.buf_closed):
                         m.d.comb += [self.buf_take.eq(1), lo_n.eq(0), hi_n.eq(self.buf_n),
-                                     e_n.eq(0), b_n.eq(0), base_n.eq(0), state_n.eq(3)]
+                                     e_n.eq(0), b_n.eq(0), base_n.eq(0), state_n.eq(3),
+                                     a_end.eq(0)]
                 with m.Case(1):
                     m.d.comb += [lo_n.eq(self.ev_start_rdata), state_n.eq(2)]
                 with m.Case(2):
                     m.d.comb += [hi_n.eq(self.ev_start_rdata), e_n.eq(lo), t_n.eq(0), b_n.eq(0),
-                                 base_n.eq(0), blk_n.eq(0), state_n.eq(3)]
+                                 base_n.eq(0), blk_n.eq(0), state_n.eq(3), a_end.eq(lo_end)]
                 with m.Case(3):
                     with m.If(last_ev):
                         m.d.comb += blk_n.eq(blk + 1)
@@ -254,20 +262,25 @@ class FPEngine(wiring.Component):
                                     # next timestep: lo = hi, hi = ev_start[t+2] (on rdata)
                                     m.d.comb += [t_n.eq(t + 1), b_n.eq(0), base_n.eq(0),
                                                  lo_n.eq(hi), hi_n.eq(self.ev_start_rdata),
-                                                 e_n.eq(hi)]
+                                                 e_n.eq(hi), a_end.eq(hi_end)]
                         with m.Else():
-                            m.d.comb += [b_n.eq(b + 1), base_n.eq(base + n_in), e_n.eq(lo)]
+                            m.d.comb += [b_n.eq(b + 1), base_n.eq(base + n_in), e_n.eq(lo),
+                                         a_end.eq(lo_end)]
                     with m.Else():
-                        m.d.comb += e_n.eq(e + 1)
+                        # e + 1 <= hi - 1 < depth_ev here
+                        m.d.comb += [e_n.eq(e + 1), a_end.eq(0)]
         m.d.sync += [t.eq(t_n), b.eq(b_n), e.eq(e_n), lo.eq(lo_n), hi.eq(hi_n), base.eq(base_n),
-                     blk.eq(blk_n), state.eq(state_n)]
+                     blk.eq(blk_n), state.eq(state_n),
+                     empty.eq(lo_n == hi_n), rem.eq(hi_n - 1 - e_n),
+                     e_end.eq(e_n == depth_ev), lo_end.eq(lo_n == depth_ev),
+                     hi_end.eq(hi_n == depth_ev)]
 
         # memory read addresses from the next cursor (held while stalled, as the cursor is)
         sa = Signal(range(T + 3))
         m.d.comb += [
             sa.eq(Mux(state_n == 1, 0, Mux(state_n == 2, 1, t_n + 2))),
             self.ev_start_raddr.eq(Mux(sa > T, T, sa)),
-            self.ev_addr_raddr.eq(Mux(e_n >= depth_ev, 0, e_n)),
+            self.ev_addr_raddr.eq(Mux(a_end, 0, e_n)),      # e_n >= depth_ev (e_n <= depth_ev)
             self.buf_wait.eq((state == 5) & ~stall),
         ]
         # ---------------------------------------------------------------- stage A -> B
