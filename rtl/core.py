@@ -202,9 +202,14 @@ class Core(wiring.Component):
         ld_t = Signal(range(T))
         ld_n = Signal(range(n_in + 1))
         closed, ended = Signal(), Signal()
+        # WG's capture of the input spikes is registered: the loader's handshake (FP's wait,
+        # the event's timestep) no longer runs into WG's x-bits read address (WG reads the
+        # x bits only in the update pass, long after the last capture)
+        cap_valid, cap_t, cap_j = Signal(), Signal.like(wg.cap_t), Signal.like(wg.cap_j)
+        m.d.sync += [cap_valid.eq(0), cap_t.eq(ev.t), cap_j.eq(ev.j)]
         m.d.comb += [fp.buf_n.eq(ld_n), fp.buf_closed.eq(closed),
                      ev_wp.addr.eq(ld_n), ev_wp.data.eq(ev.j),
-                     wg.cap_t.eq(ev.t), wg.cap_j.eq(ev.j)]
+                     wg.cap_valid.eq(cap_valid), wg.cap_t.eq(cap_t), wg.cap_j.eq(cap_j)]
         with m.If(fp.buf_take):
             m.d.sync += [closed.eq(0), ld_n.eq(0), ld_t.eq(ld_t + 1)]
             with m.If(ld_t == T - 1):                # the sample is over
@@ -219,7 +224,8 @@ class Core(wiring.Component):
                 with m.Elif(ev.t == ld_t):
                     m.d.comb += self.ev_in.ready.eq(1)
                     with m.If(ld_n < n_in):          # more than n_in: a repeated column, dropped
-                        m.d.comb += [ev_wp.en.eq(1), wg.cap_valid.eq(training)]
+                        m.d.comb += ev_wp.en.eq(1)
+                        m.d.sync += cap_valid.eq(training)
                         m.d.sync += ld_n.eq(ld_n + 1)
                 with m.Elif((ev.t > ld_t) & ((ld_t < T - 1) if T > 1 else Const(0))):
                     m.d.sync += closed.eq(1)         # taken by the next timestep
@@ -268,7 +274,11 @@ class Core(wiring.Component):
                 self.mon_w_waddr[k].eq(wg.w_waddr[k]), self.mon_w_wdata[k].eq(wg.w_wdata[k]),
                 self.mon_w_we[k].eq((phase == UPD) & wg.w_we[k]),
             ]
-            w_rdata.append(rp.data)
+            # the host's read of a weight word is registered before the response mux (block
+            # RAM clock-to-out and the depth mux of a deep bank are most of a cycle)
+            hw = Signal(signed(a.weight_bits), name=f"h_w_rdata{k}")
+            m.d.sync += hw.eq(rp.data)
+            w_rdata.append(hw)
 
         # ------------------------------------------------------------- input events
         ev = self.ev_in.payload
@@ -449,7 +459,11 @@ class Core(wiring.Component):
                         m.d.sync += respond(STATUS["bad_op"])
                         m.next = "RSP"
             with m.State("READ"):
-                # the synchronous read issued in EXEC is on the read ports now
+                # the synchronous read issued in EXEC is on the read ports now (the
+                # addresses stay, so it stays there); the weight word is registered
+                m.d.comb += busy.eq(1)
+                m.next = "READ_REG"
+            with m.State("READ_REG"):
                 m.d.comb += busy.eq(1)
                 wsel = Array(w_rdata)[bank] if P > 1 else w_rdata[0]
                 rsel = Array(wg.rng_rdata)[lane] if P > 1 else wg.rng_rdata[0]
