@@ -84,6 +84,11 @@ def cmd_layout() -> data.StructLayout:
                               "data": unsigned(32)})
 
 
+#: In place: the one-timestep event buffer of a core with at most this many inputs is read
+#: as LUT-RAM with a registered address (larger ones are block RAM).
+_EV_LUTRAM_DEPTH = 256
+
+
 def rsp_layout() -> data.StructLayout:
     return data.StructLayout({"status": unsigned(2), "data": unsigned(32)})
 
@@ -196,8 +201,20 @@ class Core(wiring.Component):
         g, T, n_in = self.geom, self.geom.timesteps, self.geom.n_in
         ev_mem = Memory(shape=unsigned(ubits(n_in)), depth=n_in, init=[])
         m.submodules.ev_addr = ev_mem
-        ev_rp, ev_wp = ev_mem.read_port(), ev_mem.write_port()
-        m.d.comb += [ev_rp.addr.eq(fp.ev_addr_raddr), fp.ev_addr_rdata.eq(ev_rp.data),
+        ev_wp = ev_mem.write_port()
+        if n_in <= _EV_LUTRAM_DEPTH:
+            # a small buffer lives in LUT-RAM, whose read is asynchronous: register the read
+            # address instead of the data, so that FP's next cursor (the address) and the
+            # LUT-RAM read with its depth mux fall into two cycles. The same as the
+            # synchronous read: the loader never writes while FP uses what it reads.
+            ev_rp = ev_mem.read_port(domain="comb")
+            ev_ra = Signal.like(fp.ev_addr_raddr)
+            m.d.sync += ev_ra.eq(fp.ev_addr_raddr)
+            m.d.comb += ev_rp.addr.eq(ev_ra)
+        else:                                        # block RAM: its address is registered
+            ev_rp = ev_mem.read_port()
+            m.d.comb += ev_rp.addr.eq(fp.ev_addr_raddr)
+        m.d.comb += [fp.ev_addr_rdata.eq(ev_rp.data),
                      fp.ev_start_rdata.eq(0), wg.ev_addr_rdata.eq(0), wg.ev_start_rdata.eq(0)]
         ld_t = Signal(range(T))
         ld_n = Signal(range(n_in + 1))

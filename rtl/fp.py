@@ -208,8 +208,6 @@ class FPEngine(wiring.Component):
         d_t = Signal.like(t)
         d_blk = Signal.like(blk)
         # forwarding of the previous D write
-        f_valid = Signal()
-        f_b = Signal.like(b)
         f_h = [Signal(signed(mb), name=f"f_h{q}") for q in range(P)]
         f_cnt = [Signal(cb, name=f"f_cnt{q}") for q in range(P)]
 
@@ -359,15 +357,19 @@ class FPEngine(wiring.Component):
             m.d.comb += [h_rd[q].addr.eq(rb), self.cnt_raddr[q].eq(rb)]
 
         # ----------------------------------------------------------------------- stage D
-        fwd = f_valid & (f_b == d_b)
+        # the selects of h and the count come from registers formed the cycle before, not
+        # from a comparison in front of the leak and add: fwd = (the block of the write
+        # forwarded from the cycle before is d_b), first = (d_t == 0)
+        fwd = Signal(name="d_fwd")
+        first = Signal(name="d_first", init=1)     # d_t == 0 after reset
         lane_en = Signal(P)
         m.d.comb += lane_en.eq(Mux(d_b == NB - 1, last_mask, all_mask))
         c_in = []
         for q in range(P):
-            h_in = Mux(d_t == 0, 0, Mux(fwd, f_h[q], h_rd[q].data))
+            h_in = Mux(first, 0, Mux(fwd, f_h[q], h_rd[q].data))
             ci = Signal(cb, name=f"c_in{q}")
             m.d.comb += [lif.h[q].eq(h_in), lif.current[q].eq(d_cur[q]),
-                         ci.eq(Mux(d_t == 0, 0, Mux(fwd, f_cnt[q], self.cnt_rdata[q])))]
+                         ci.eq(Mux(first, 0, Mux(fwd, f_cnt[q], self.cnt_rdata[q])))]
             c_in.append(ci)
         m.d.comb += lif.lane_en.eq(lane_en)
 
@@ -384,6 +386,11 @@ class FPEngine(wiring.Component):
                 m.d.sync += [e_cin[q].eq(c_in[q]) for q in range(P)]
         else:
             e_valid, e_b, e_t, e_blk, e_lane_en, e_cin = d_valid, d_b, d_t, d_blk, lane_en, c_in
+        # (f_h, f_cnt take the write of e_b below; d_b, d_t take r_b, r_t above)
+        with m.If(~stall):
+            nd_b = Mux(r_valid & r_last, r_b, d_b)
+            nd_t = Mux(r_valid & r_last, r_t, d_t)
+            m.d.sync += [fwd.eq(e_valid & (e_b == nd_b)), first.eq(nd_t == 0)]
         cnt_new = []
         for q in range(P):
             cn = Signal(cb, name=f"cnt_new{q}")
@@ -404,7 +411,6 @@ class FPEngine(wiring.Component):
             self.m_waddr.eq(e_blk), self.m_wdata.eq(lif.mask), self.m_we.eq(wr),
         ]
         with m.If(~stall):
-            m.d.sync += [f_valid.eq(e_valid), f_b.eq(e_b)]
             m.d.sync += [f_h[q].eq(lif.h_next[q]) for q in range(P)]
             m.d.sync += [f_cnt[q].eq(cnt_new[q]) for q in range(P)]
 
