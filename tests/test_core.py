@@ -32,9 +32,8 @@ from cocotb.triggers import FallingEdge, RisingEdge
 from spikeforge.gen.config import Config
 from spikeforge.model import perf
 from spikeforge.model.snn import FixedPointSNN
-from spikeforge.rtl.bp import error_width
-from spikeforge.rtl.core import COUNTERS, OPS, STATUS, Core
-from spikeforge.rtl.fp import count_bits, ubits
+from spikeforge.rtl.core import COUNTERS, Core
+from spikeforge.rtl.interfaces import OPS, STATUS, error_width, ubits, weight_index
 from spikeforge.rtl.geometry import CoreGeometry
 from spikeforge.sim.cocotb_utils import load_params, pack, ports, reset, to_signed, unpack
 from spikeforge.sim.runner import run_cocotb
@@ -124,10 +123,7 @@ class CoreTB:
 
 def decode_ij(geom, bank, addr):
     """(i, j) of the skewed weight/gradient word at (bank, addr)."""
-    P, n_in = geom.lanes, geom.n_in
-    b, j = divmod(addr, n_in)
-    q = (bank - j) % P
-    return b * P + q, j
+    return weight_index(bank, addr, geom.lanes, geom.n_in)
 
 
 # --------------------------------------------------------------------------- scoreboard
