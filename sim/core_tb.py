@@ -153,6 +153,8 @@ class SampleScoreboard:
         self.dv = {(t, b): [int(dv[t, b * P + q]) if b * P + q < N else 0 for q in range(P)]
                    for t in range(T) for b in range(NB)}
         self.dv_seen = set()
+        self.dv_order = [(t, b) for t in reversed(range(T)) for b in range(NB)]
+        self.di = 0
         self.errs = []
         for t in reversed(range(T)):
             if int((dv[t] != 0).sum()):
@@ -206,6 +208,11 @@ class SampleScoreboard:
         if dvw & 1:
             f = unpack(dvw >> 1, [tb.tw, tb.bw] + [self.dvb] * P, [False, False] + [True] * P)
             t, b, got = f[0], f[1], f[2:]
+            assert self.di < len(self.dv_order), f"{w}: extra dv block t={t} b={b}"
+            et, eb = self.dv_order[self.di]
+            assert (t, b) == (et, eb), (f"{w}: dv block t={t} b={b} out of order: expected "
+                                        f"t={et} b={eb} (t = T-1..0, b = 0..NB-1 per sample)")
+            self.di += 1
             exp = self.dv[(t, b)]
             assert got == exp, (f"{w} t={t} b={b}: dv {got} != model {exp} "
                                 f"(neurons {b * P}..{b * P + P - 1})")
@@ -237,7 +244,7 @@ class SampleScoreboard:
         assert self.bi == len(self.blocks), f"{w}: {self.bi} block writes, expected {len(self.blocks)}"
         assert self.wi == len(self.words), f"{w}: {self.wi} spike words, expected {len(self.words)}"
         assert self.ei == len(self.errs), f"{w}: {self.ei} error words, expected {len(self.errs)}"
-        assert len(self.dv_seen) == len(self.dv), f"{w}: dv of {len(self.dv_seen)} of {len(self.dv)} blocks seen"
+        assert self.di == len(self.dv_order), f"{w}: dv of {self.di} of {len(self.dv_order)} blocks seen"
         left = {k: v for k, v in self.pending.items() if v}
         assert not left, f"{w}: gradient increments never written: {list(left.items())[:5]}"
 

@@ -6,9 +6,9 @@ and B > 1, nearest and stochastic rounding). Every transaction is checked agains
 ``FixedPointSNN`` the cycle it appears:
 
 * forward: every ``S``/``M``/count/``h`` write and every spike word on ``spikes_out``;
-* backward: every block's ``dv`` (BP's ``dvw``), every error partial-sum word on
-  ``err_out``, every gradient write of WG (running sum over the mini-batch, in WG's
-  ``t = T-1 .. 0`` order);
+* backward: every block's ``dv`` (BP's ``dvw``, in the order t = T-1 .. 0, b = 0 .. NB-1),
+  every error partial-sum word on ``err_out``, every gradient write of WG (running sum over
+  the mini-batch, in WG's ``t = T-1 .. 0`` order);
 * update: every weight write-back equals the model's updated weight, each exactly once;
 * counters: FP, BP, WG and update cycles, WG's waiting cycles and the forward, backward and
   update phase cycles == ``model/perf.py`` exactly (``fp_cycles``, ``core_backward_schedule``
