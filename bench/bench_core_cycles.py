@@ -9,7 +9,8 @@ neurons' non-zero dv per timestep and prints, per lane count, the predicted cycl
 forward, backward and update phases of one ``train`` (the in-place dataflow runs all
 three per sample), and the sparse ideal: useful work / P, with the update's useful work
 = weights whose gradient can be non-zero (input columns that spiked x neurons with a
-non-zero dv).
+non-zero dv); and the same for the in-place core before the one-timestep event buffer and
+the sparse update (``before``), from the same traces.
 
     python bench/bench_core_cycles.py [--config trainer-20core] [--lanes 1,2,4]
                                       [--samples 200] [--warmup 2000]
@@ -48,8 +49,9 @@ def main() -> None:
 
     print(f"{args.config}: cycles per training sample from the model's traces "
           f"({args.samples} test samples after {args.warmup} online training samples)")
-    print("| core | lanes | input rate | forward | backward | update | total | ideal (work/P) | total/ideal |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| core | lanes | input rate | forward | backward | update | total | ideal (work/P) | total/ideal "
+          "| before | before/ideal |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     chip = ChipGeometry.from_config(cfg)
     for name, geom in chip.kinds():
         core = next(c for c in chip.cores if c.geom == geom)
@@ -57,7 +59,7 @@ def main() -> None:
         rows = slice(core.offset, core.offset + geom.n_neurons)
         for P in [int(p) for p in args.lanes.split(",")]:
             NB, JB = -(-geom.n_neurons // P), -(-geom.n_in // P)
-            tot = {"forward": 0, "backward": 0, "update": 0, "ideal": 0.0}
+            tot = {"forward": 0, "backward": 0, "update": 0, "ideal": 0.0, "before": 0}
             for b in range(args.samples):
                 x = tr.x[b]                                   # (T, n_in)
                 dv = tr.dv[b][:, rows]                        # (T, N)
@@ -67,6 +69,7 @@ def main() -> None:
                 c = perf.core_inplace_sample_cycles(geom.n_in, geom.n_neurons, P, nnz, events, ab, ac)
                 for k in ("forward", "backward", "update"):
                     tot[k] += c[k]
+                tot["before"] += _before(geom, P, NB, JB, nnz, events)
                 cols = int((x.sum(dim=0) > 0).sum())
                 live_rows = int(((dv != 0).sum(dim=0) > 0).sum())
                 work = sum(events) * geom.n_neurons + sum(nnz) * geom.n_in + cols * live_rows
@@ -76,7 +79,20 @@ def main() -> None:
             rate = float(tr.x.float().mean())
             print(f"| {name} | {P} | {rate:.3f} | {tot['forward'] / n:.0f} | {tot['backward'] / n:.0f} | "
                   f"{tot['update'] / n:.0f} | {total:.0f} | {tot['ideal'] / n:.0f} | "
-                  f"{total / (tot['ideal'] / n):.2f} |")
+                  f"{total / (tot['ideal'] / n):.2f} | {tot['before'] / n:.0f} | "
+                  f"{tot['before'] / tot['ideal']:.2f} |")
+
+
+def _before(geom, P, NB, JB, nnz, events) -> int:
+    """The in-place core before the one-timestep event buffer and the sparse update, from
+    the same cycle model: the event list (forward without the buffer's fill), the capture of
+    the x bits in the backward phase (``T + events + 2``) and the dense update pass."""
+    from spikeforge.model import perf
+
+    fwd = perf.core_forward_cycles(events, geom.n_neurons, P)
+    bp = perf.bp_cycles(NB, JB, nnz, release_delay=1)
+    bwd = perf.core_backward_cycles(bp, len(events) + sum(events) + 2, 0)
+    return fwd + bwd + perf.core_update_cycles(geom.n_in, geom.n_neurons, P)
 
 
 if __name__ == "__main__":

@@ -106,8 +106,10 @@ def bp_cycles(n_blocks: int, col_blocks: int, nnz_per_t, release_delay: int = 1)
     acceptance, and that ``err`` is always ready.
 
     The engine has two units that overlap (rtl/bp.py): the dv unit issues one block per
-    cycle, ``NB`` cycles per timestep; the lists of ``t`` are complete (``lists`` valid,
-    error unit may begin) at ``R(t) = D(t) + NB + 1`` with ``D(t)`` its first issue. The dv
+    cycle, ``max(NB, 2)`` cycles per timestep (``NB = 1``: one idle cycle, block 0 follows
+    itself), and writes a block's dv three cycles after its issue (read and leak | add and
+    saturate | write); the lists of ``t`` are complete (``lists`` valid, error unit may
+    begin) at ``R(t) = D(t) + NB + 3`` with ``D(t)`` its first issue. The dv
     unit begins ``t`` once it issued ``t+1``, buffer ``t & 1`` was released by WG
     (visible ``release_delay + 1`` cycles after WG accepted ``t+2``) and the error unit is
     done with ``t+2`` (it shares the double-buffered shadow lists). The error unit takes
@@ -133,11 +135,11 @@ def _backward_schedule(n_blocks, col_blocks, nnz_per_t, accept_gap, release_afte
     D, Eend, REL = {}, {T: 0}, {}
     wg_free, stalls, last_issue = wg_first, 0, None
     for t in reversed(range(T)):
-        d = 0 if t == T - 1 else D[t + 1] + NB
+        d = 0 if t == T - 1 else D[t + 1] + max(NB, 2)
         if t <= T - 3:
             d = max(d, REL[t + 2] + 1, Eend[t + 2])
         D[t] = d
-        R = d + NB + 1
+        R = d + NB + 3
         A = max(R, wg_free)
         stalls += A - wg_free
         REL[t] = A + release_after[t]

@@ -34,10 +34,18 @@ lists are empty; ``release`` (a 1-cycle pulse from WG) frees the oldest accepted
 The dv phase of ``t`` waits until buffer ``t & 1`` is released (both are free at ``start``).
 
 Latency: block ``b`` of ``t`` is read at cycle ``D(t) + b`` (``D(T-1)`` = the cycle after
-``start``) and its dv is written (``dvw``, list writes) at ``D(t) + b + 1``; ``lists`` of
-``t`` is valid from ``D(t) + NB + 1``; the error unit issues the non-zero dv of ``t`` one per
-cycle, column block by column block, lane list by lane list, and a word leaves (``err.valid``)
-5 cycles after the issue of its last dv (E1 address, E2 read, E2w weight register, E3 multiply, accumulate). ``busy`` stays high for one cycle after the last of:
+``start``; ``D(t) = D(t+1) + max(NB, 2)`` when nothing waits); three stages follow: the
+leak of its dv of ``t+1`` and the masked ``ds`` at ``D(t) + b + 1``, the addition and
+saturation at ``D(t) + b + 2``, the writes (``dvw``, dv memory, list and shadow writes,
+list lengths) at ``D(t) + b + 3``; ``lists`` of ``t`` is valid from ``D(t) + NB + 3``.
+With ``NB = 1`` block 0 follows itself with one idle cycle between its timesteps; with
+``NB <= 2`` the dv of ``t+1`` a block needs is then in the write stage and is forwarded
+from there (with ``NB >= 3`` the write comes no later than the read of the same block,
+which is transparent). The error unit
+issues the non-zero dv of ``t`` one per cycle, column block by column block, lane list by
+lane list, and a word leaves (``err.valid``) 5 cycles after the issue of its last dv (E1
+address, E2 read, E2w weight register, E3 multiply, accumulate). ``busy`` stays high for
+one cycle after the last of:
 the acceptance of the last word, the acceptance of the last ``lists``, the last dv write;
 ``done`` pulses in the first cycle with ``busy`` low. ``label`` is sampled at ``start``.
 
@@ -218,6 +226,11 @@ class BPEngine(wiring.Component):
         dv_h = Signal(hw)                       # dv_t * NB
         buf = dv_t[0]
         can_begin = dv_left & (dv_b == 0) & free.bit_select(buf, 1) & ~sbusy.bit_select(buf, 1)
+        v1 = Signal(name="v1")                   # a block was issued the cycle before
+        if NB == 1:
+            # block 0 follows itself: one cycle between its timesteps, so that its dv of
+            # t+1 is in stage 3 (forwardable) when stage 1 needs it
+            can_begin = can_begin & ~v1
         issue = Signal()
         m.d.comb += issue.eq((dv_left & (dv_b != 0)) | can_begin)
 
@@ -231,9 +244,9 @@ class BPEngine(wiring.Component):
                 m.d.comb += self.ds_raddr[q].eq(haddr)
 
         # stage 1 (data of the issued block)
-        v1, t1, b1, row1, last1, tlast1 = (Signal(name="v1"), Signal(tw, name="t1"),
-                                           Signal(bw, name="b1"), Signal(rw, name="row1"),
-                                           Signal(name="last1"), Signal(name="tlast1"))
+        t1, b1, row1, last1, tlast1 = (Signal(tw, name="t1"), Signal(bw, name="b1"),
+                                       Signal(rw, name="row1"), Signal(name="last1"),
+                                       Signal(name="tlast1"))
         m.d.sync += [v1.eq(issue), t1.eq(dv_t), b1.eq(dv_b), row1.eq(dv_row),
                      last1.eq(dv_b == NB - 1), tlast1.eq(dv_t == T - 1)]
         with m.If(issue):
@@ -247,50 +260,70 @@ class BPEngine(wiring.Component):
                 m.d.sync += [dv_b.eq(dv_b + 1), dv_row.eq(dv_row + n_in)]
 
         # =============================================================== dv unit: compute
+        # three stages, so that no path runs a LUT-RAM read, two additions and a saturation:
+        # stage 1 (the read data): the leak of the dv of t+1 and the masked ds, registered;
+        # stage 2: add and saturate, registered; stage 3: every write (dv memory, lists,
+        # shadow, lengths, dvw).
         label_b = Signal(max(1, N.bit_length()))
         label_q = Signal(max(1, lp))
-        buf1 = t1[0]
-        dvs = []
-        nz = []
-        lens_next = []
+        v2, t2, b2, row2, last2 = (Signal(name="v2"), Signal(tw, name="t2"), Signal(bw, name="b2"),
+                                   Signal(rw, name="row2"), Signal(name="last2"))
+        v3, t3, b3, row3, last3 = (Signal(name="v3"), Signal(tw, name="t3"), Signal(bw, name="b3"),
+                                   Signal(rw, name="row3"), Signal(name="last3"))
+        m.d.sync += [v2.eq(v1), t2.eq(t1), b2.eq(b1), row2.eq(row1), last2.eq(last1),
+                     v3.eq(v2), t3.eq(t2), b3.eq(b2), row3.eq(row2), last3.eq(last2)]
+        buf3 = t3[0]
+        dv3 = [Signal(signed(dvb), name=f"dv3_{q}") for q in range(P)]
+        nz3 = [Signal(name=f"nz3_{q}") for q in range(P)]
         n_last = N - (NB - 1) * P                # real lanes of the last block
         for q in range(P):
-            d = Mux(tlast1, 0, dv_rp[q].data)
+            d_mem = dv_rp[q].data
+            if NB <= 2:
+                # a block's next timestep reaches stage 1 two cycles after it (NB = 2, or
+                # NB = 1 with its one-cycle gap), when its dv of t+1 is in stage 3 and its
+                # write lands at the end of this cycle: forward it. Later (or NB >= 3) the
+                # read of the same block comes no earlier than its write (transparent).
+                d_mem = Mux(v3 & (b3 == b1), dv3[q], d_mem)
+            d = Mux(tlast1, 0, d_mem)
             if g.output_layer:
                 hit = (label_b == b1) & ((label_q == q) if P > 1 else 1)
                 target = Mux(hit, cfg.target_count, 0)
                 ds = arith.output_error(self.cnt_rdata[q], target, a.loss_shift, a.error_bits)
             else:
                 ds = self.ds_rdata[q]
-            val = arith.sat(Mux(self.m_rdata[q], ds, 0)
-                            + Mux(self.s_rdata[q], 0, arith.leak(d, nc.leak_shift)), dvb)
+            lk = arith.leak(d, nc.leak_shift)
+            lk2 = Signal(lk.shape(), name=f"lk2_{q}")      # (1 - S) * leak(d)
+            ds2 = Signal(signed(a.error_bits), name=f"ds2_{q}")   # M * ds
+            m.d.sync += [lk2.eq(Mux(self.s_rdata[q], 0, lk)), ds2.eq(Mux(self.m_rdata[q], ds, 0))]
+
+            # stage 2: add and saturate
+            val = arith.sat(ds2 + lk2, dvb)
             if q >= n_last:                      # padding lane in the last block: dv = 0
-                val = Mux(b1 == NB - 1, 0, val)
+                val = Mux(b2 == NB - 1, 0, val)
             dv = Signal(signed(dvb), name=f"dv{q}")
             m.d.comb += dv.eq(val)
-            dvs.append(dv)
-            nzq = Signal(name=f"nz{q}")
-            m.d.comb += nzq.eq(dv != 0)
-            nz.append(nzq)
+            m.d.sync += [dv3[q].eq(dv), nz3[q].eq(dv != 0)]
+
+            # stage 3: the writes
             cur = Signal(lw, name=f"lcur{q}")
-            m.d.comb += cur.eq(Mux(b1 == 0, 0, Mux(buf1, len_reg[1][q], len_reg[0][q])))
-            addr = Mux(buf1, NB, 0) + cur
+            m.d.comb += cur.eq(Mux(b3 == 0, 0, Mux(buf3, len_reg[1][q], len_reg[0][q])))
+            addr = Mux(buf3, NB, 0) + cur
             m.d.comb += [
-                dv_wp[q].addr.eq(b1), dv_wp[q].data.eq(dv), dv_wp[q].en.eq(v1),
-                self.dvl_waddr[q].eq(addr), self.dvl_we[q].eq(v1 & nzq),
-                self.dvl_wdata[q].b.eq(b1), self.dvl_wdata[q].dv.eq(dv),
-                sh_wp[q].addr.eq(addr), sh_wp[q].data.eq(Cat(row1, dv)), sh_wp[q].en.eq(v1 & nzq),
-                self.dvw.dv[q].eq(dv),
+                dv_wp[q].addr.eq(b3), dv_wp[q].data.eq(dv3[q]), dv_wp[q].en.eq(v3),
+                self.dvl_waddr[q].eq(addr), self.dvl_we[q].eq(v3 & nz3[q]),
+                self.dvl_wdata[q].b.eq(b3), self.dvl_wdata[q].dv.eq(dv3[q]),
+                sh_wp[q].addr.eq(addr), sh_wp[q].data.eq(Cat(row3, dv3[q])),
+                sh_wp[q].en.eq(v3 & nz3[q]),
+                self.dvw.dv[q].eq(dv3[q]),
             ]
-            lens_next.append(cur + nzq)
-            with m.If(v1):
-                with m.If(buf1):
-                    m.d.sync += len_reg[1][q].eq(cur + nzq)
+            with m.If(v3):
+                with m.If(buf3):
+                    m.d.sync += len_reg[1][q].eq(cur + nz3[q])
                 with m.Else():
-                    m.d.sync += len_reg[0][q].eq(cur + nzq)
-        m.d.comb += [self.dvw.valid.eq(v1), self.dvw.t.eq(t1), self.dvw.b.eq(b1)]
-        with m.If(v1 & last1):
-            m.d.sync += [pend.bit_select(buf1, 1).eq(1), rdy.bit_select(buf1, 1).eq(1)]
+                    m.d.sync += len_reg[0][q].eq(cur + nz3[q])
+        m.d.comb += [self.dvw.valid.eq(v3), self.dvw.t.eq(t3), self.dvw.b.eq(b3)]
+        with m.If(v3 & last3):
+            m.d.sync += [pend.bit_select(buf3, 1).eq(1), rdy.bit_select(buf3, 1).eq(1)]
 
         # ============================================================ lists stream to WG
         lst_left = Signal()
@@ -450,7 +483,7 @@ class BPEngine(wiring.Component):
                              self.err.payload.jb.eq(ejb3)]
 
         # ===================================================================== start / done
-        finished = ~dv_left & ~v1 & ~lst_left & ~err_left & ~e_run & ~ev1 & ~ev2 & ~ev2w & ~ev3 & ~out_valid
+        finished = ~dv_left & ~v1 & ~v2 & ~v3 & ~lst_left & ~err_left & ~e_run & ~ev1 & ~ev2 & ~ev2w & ~ev3 & ~out_valid
         with m.If(busy & finished):
             m.d.sync += [busy.eq(0), self.done.eq(1)]
         with m.If(self.start & ~busy):

@@ -74,6 +74,10 @@ COUNTERS = ("fwd_phase", "fp_cycles", "fp_work", "fp_stalls",
             "bwd_phase", "bp_cycles", "bp_work", "wg_cycles", "wg_work", "wg_stalls",
             "upd_phase", "upd_cycles", "upd_work", "samples")
 
+#: In place: the one-timestep event buffer of a core with at most this many inputs is read
+#: as LUT-RAM with a registered address (larger ones are block RAM).
+_EV_LUTRAM_DEPTH = 256
+
 
 class Core(wiring.Component):
     """One training core (see the module docstring)."""
@@ -175,18 +179,36 @@ class Core(wiring.Component):
         g, T, n_in = self.geom, self.geom.timesteps, self.geom.n_in
         ev_mem = Memory(shape=active_column_layout(g), depth=n_in, init=[])
         m.submodules.ev_addr = ev_mem
-        ev_rp, ev_wp = ev_mem.read_port(), ev_mem.write_port()
-        m.d.comb += [ev_rp.addr.eq(Mux(fwd, fp.ev_addr_raddr, wg.act_raddr)),
-                     fp.ev_addr_rdata.eq(ev_rp.data.j), wg.act_rdata.eq(ev_rp.data),
+        ev_wp = ev_mem.write_port()
+        raddr = Mux(fwd, fp.ev_addr_raddr, wg.act_raddr)
+        if n_in <= _EV_LUTRAM_DEPTH:
+            # a small buffer lives in LUT-RAM, whose read is asynchronous: register the read
+            # address instead of the data, so that FP's next cursor (the address) and the
+            # LUT-RAM read with its depth mux fall into two cycles. The same as the
+            # synchronous read: the loader never writes while FP uses what it reads, and WG
+            # writes its list (backward phase) before it reads it (update).
+            ev_rp = ev_mem.read_port(domain="comb")
+            ev_ra = Signal.like(fp.ev_addr_raddr)
+            m.d.sync += ev_ra.eq(raddr)
+            m.d.comb += ev_rp.addr.eq(ev_ra)
+        else:                                        # block RAM: its address is registered
+            ev_rp = ev_mem.read_port()
+            m.d.comb += ev_rp.addr.eq(raddr)
+        m.d.comb += [fp.ev_addr_rdata.eq(ev_rp.data.j), wg.act_rdata.eq(ev_rp.data),
                      fp.ev_start_rdata.eq(0), wg.ev_addr_rdata.eq(0), wg.ev_start_rdata.eq(0)]
         ld_t = Signal(range(T))
         ld_n = Signal(range(n_in + 1))
         closed, ended = Signal(), Signal()
+        # WG's capture of the input spikes is registered: the loader's handshake (FP's wait,
+        # the event's timestep) no longer runs into WG's x-bits read address (WG reads the
+        # x bits only in the update pass, long after the last capture)
+        cap_valid, cap_t, cap_j = Signal(), Signal.like(wg.cap_t), Signal.like(wg.cap_j)
+        m.d.sync += [cap_valid.eq(0), cap_t.eq(ev.t), cap_j.eq(ev.j)]
         m.d.comb += [fp.buf_n.eq(ld_n), fp.buf_closed.eq(closed),
                      ev_wp.addr.eq(Mux(fwd, ld_n, wg.act_waddr)),
                      ev_wp.data.eq(Mux(fwd, ev.j, wg.act_wdata)),
                      ev_wp.en.eq(~fwd & wg.act_we),
-                     wg.cap_t.eq(ev.t), wg.cap_j.eq(ev.j)]
+                     wg.cap_valid.eq(cap_valid), wg.cap_t.eq(cap_t), wg.cap_j.eq(cap_j)]
         with m.If(fp.buf_take):
             m.d.sync += [closed.eq(0), ld_n.eq(0), ld_t.eq(ld_t + 1)]
             with m.If(ld_t == T - 1):                # the sample is over
@@ -201,7 +223,8 @@ class Core(wiring.Component):
                 with m.Elif(ev.t == ld_t):
                     m.d.comb += self.ev_in.ready.eq(1)
                     with m.If(ld_n < n_in):          # more than n_in: a repeated column, dropped
-                        m.d.comb += [ev_wp.en.eq(1), wg.cap_valid.eq(training)]
+                        m.d.comb += ev_wp.en.eq(1)
+                        m.d.sync += cap_valid.eq(training)
                         m.d.sync += ld_n.eq(ld_n + 1)
                 with m.Elif((ev.t > ld_t) & ((ld_t < T - 1) if T > 1 else Const(0))):
                     m.d.sync += closed.eq(1)         # taken by the next timestep
@@ -250,7 +273,11 @@ class Core(wiring.Component):
                 self.mon_w_waddr[k].eq(wg.w_waddr[k]), self.mon_w_wdata[k].eq(wg.w_wdata[k]),
                 self.mon_w_we[k].eq((phase == UPD) & wg.w_we[k]),
             ]
-            w_rdata.append(rp.data)
+            # the host's read of a weight word is registered before the response mux (block
+            # RAM clock-to-out and the depth mux of a deep bank are most of a cycle)
+            hw = Signal(signed(a.weight_bits), name=f"h_w_rdata{k}")
+            m.d.sync += hw.eq(rp.data)
+            w_rdata.append(hw)
 
         # ------------------------------------------------------------- input events
         ev = self.ev_in.payload
@@ -431,7 +458,11 @@ class Core(wiring.Component):
                         m.d.sync += respond(Status.BAD_OP)
                         m.next = "RSP"
             with m.State("READ"):
-                # the synchronous read issued in EXEC is on the read ports now
+                # the synchronous read issued in EXEC is on the read ports now (the
+                # addresses stay, so it stays there); the weight word is registered
+                m.d.comb += busy.eq(1)
+                m.next = "READ_REG"
+            with m.State("READ_REG"):
                 m.d.comb += busy.eq(1)
                 wsel = Array(w_rdata)[bank] if P > 1 else w_rdata[0]
                 rsel = Array(wg.rng_rdata)[lane] if P > 1 else wg.rng_rdata[0]

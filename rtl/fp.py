@@ -190,19 +190,24 @@ class FPEngine(wiring.Component):
         d_t = Signal.like(t)
         d_blk = Signal.like(blk)
         # forwarding of the previous D write
-        f_valid = Signal()
-        f_b = Signal.like(b)
         f_h = [Signal(signed(mb), name=f"f_h{q}") for q in range(P)]
         f_cnt = [Signal(cb, name=f"f_cnt{q}") for q in range(P)]
 
         j = self.ev_addr_rdata
-        empty = lo == hi
-        last_ev = empty | (e == hi - 1)
+        # the cursor's tests come from registers kept with it, so that the next cursor (and
+        # the event read address it forms) does not wait for a comparison of e, lo and hi:
+        # empty = (lo == hi), rem = hi - 1 - e (the events of the block after this one), and
+        # which of e, lo, hi equals depth_ev (the read address is clamped to 0 there)
+        empty = Signal(name="ev_empty", init=1)   # lo == hi == 0 after reset
+        rem = Signal(range(depth_ev + 1), name="ev_rem")
+        e_end, lo_end, hi_end = Signal(name="e_end"), Signal(name="lo_end"), Signal(name="hi_end")
+        a_end = Signal(name="a_end")             # e_n == depth_ev
+        last_ev = empty | (rem == 0)
         running = state == 3
 
         m.d.comb += [
             t_n.eq(t), b_n.eq(b), e_n.eq(e), lo_n.eq(lo), hi_n.eq(hi), base_n.eq(base),
-            blk_n.eq(blk), state_n.eq(state),
+            blk_n.eq(blk), state_n.eq(state), a_end.eq(e_end),
         ]
         with m.If(~stall):
             with m.Switch(state):
@@ -216,12 +221,13 @@ class FPEngine(wiring.Component):
                     # the loader closed timestep t: its events are buffer[0 .. buf_n-1]
                     with m.If(self.buf_closed):
                         m.d.comb += [self.buf_take.eq(1), lo_n.eq(0), hi_n.eq(self.buf_n),
-                                     e_n.eq(0), b_n.eq(0), base_n.eq(0), state_n.eq(3)]
+                                     e_n.eq(0), b_n.eq(0), base_n.eq(0), state_n.eq(3),
+                                     a_end.eq(0)]
                 with m.Case(1):
                     m.d.comb += [lo_n.eq(self.ev_start_rdata), state_n.eq(2)]
                 with m.Case(2):
                     m.d.comb += [hi_n.eq(self.ev_start_rdata), e_n.eq(lo), t_n.eq(0), b_n.eq(0),
-                                 base_n.eq(0), blk_n.eq(0), state_n.eq(3)]
+                                 base_n.eq(0), blk_n.eq(0), state_n.eq(3), a_end.eq(lo_end)]
                 with m.Case(3):
                     with m.If(last_ev):
                         m.d.comb += blk_n.eq(blk + 1)
@@ -236,20 +242,25 @@ class FPEngine(wiring.Component):
                                     # next timestep: lo = hi, hi = ev_start[t+2] (on rdata)
                                     m.d.comb += [t_n.eq(t + 1), b_n.eq(0), base_n.eq(0),
                                                  lo_n.eq(hi), hi_n.eq(self.ev_start_rdata),
-                                                 e_n.eq(hi)]
+                                                 e_n.eq(hi), a_end.eq(hi_end)]
                         with m.Else():
-                            m.d.comb += [b_n.eq(b + 1), base_n.eq(base + n_in), e_n.eq(lo)]
+                            m.d.comb += [b_n.eq(b + 1), base_n.eq(base + n_in), e_n.eq(lo),
+                                         a_end.eq(lo_end)]
                     with m.Else():
-                        m.d.comb += e_n.eq(e + 1)
+                        # e + 1 <= hi - 1 < depth_ev here
+                        m.d.comb += [e_n.eq(e + 1), a_end.eq(0)]
         m.d.sync += [t.eq(t_n), b.eq(b_n), e.eq(e_n), lo.eq(lo_n), hi.eq(hi_n), base.eq(base_n),
-                     blk.eq(blk_n), state.eq(state_n)]
+                     blk.eq(blk_n), state.eq(state_n),
+                     empty.eq(lo_n == hi_n), rem.eq(hi_n - 1 - e_n),
+                     e_end.eq(e_n == depth_ev), lo_end.eq(lo_n == depth_ev),
+                     hi_end.eq(hi_n == depth_ev)]
 
         # memory read addresses from the next cursor (held while stalled, as the cursor is)
         sa = Signal(range(T + 3))
         m.d.comb += [
             sa.eq(Mux(state_n == 1, 0, Mux(state_n == 2, 1, t_n + 2))),
             self.ev_start_raddr.eq(Mux(sa > T, T, sa)),
-            self.ev_addr_raddr.eq(Mux(e_n >= depth_ev, 0, e_n)),
+            self.ev_addr_raddr.eq(Mux(a_end, 0, e_n)),      # e_n >= depth_ev (e_n <= depth_ev)
             self.buf_wait.eq((state == 5) & ~stall),
         ]
         # ---------------------------------------------------------------- stage A -> B
@@ -328,15 +339,19 @@ class FPEngine(wiring.Component):
             m.d.comb += [h_rd[q].addr.eq(rb), self.cnt_raddr[q].eq(rb)]
 
         # ----------------------------------------------------------------------- stage D
-        fwd = f_valid & (f_b == d_b)
+        # the selects of h and the count come from registers formed the cycle before, not
+        # from a comparison in front of the leak and add: fwd = (the block of the write
+        # forwarded from the cycle before is d_b), first = (d_t == 0)
+        fwd = Signal(name="d_fwd")
+        first = Signal(name="d_first", init=1)     # d_t == 0 after reset
         lane_en = Signal(P)
         m.d.comb += lane_en.eq(Mux(d_b == NB - 1, last_mask, all_mask))
         c_in = []
         for q in range(P):
-            h_in = Mux(d_t == 0, 0, Mux(fwd, f_h[q], h_rd[q].data))
+            h_in = Mux(first, 0, Mux(fwd, f_h[q], h_rd[q].data))
             ci = Signal(cb, name=f"c_in{q}")
             m.d.comb += [lif.h[q].eq(h_in), lif.current[q].eq(d_cur[q]),
-                         ci.eq(Mux(d_t == 0, 0, Mux(fwd, f_cnt[q], self.cnt_rdata[q])))]
+                         ci.eq(Mux(first, 0, Mux(fwd, f_cnt[q], self.cnt_rdata[q])))]
             c_in.append(ci)
         m.d.comb += lif.lane_en.eq(lane_en)
 
@@ -353,6 +368,11 @@ class FPEngine(wiring.Component):
                 m.d.sync += [e_cin[q].eq(c_in[q]) for q in range(P)]
         else:
             e_valid, e_b, e_t, e_blk, e_lane_en, e_cin = d_valid, d_b, d_t, d_blk, lane_en, c_in
+        # (f_h, f_cnt take the write of e_b below; d_b, d_t take r_b, r_t above)
+        with m.If(~stall):
+            nd_b = Mux(r_valid & r_last, r_b, d_b)
+            nd_t = Mux(r_valid & r_last, r_t, d_t)
+            m.d.sync += [fwd.eq(e_valid & (e_b == nd_b)), first.eq(nd_t == 0)]
         cnt_new = []
         for q in range(P):
             cn = Signal(cb, name=f"cnt_new{q}")
@@ -373,7 +393,6 @@ class FPEngine(wiring.Component):
             self.m_waddr.eq(e_blk), self.m_wdata.eq(lif.mask), self.m_we.eq(wr),
         ]
         with m.If(~stall):
-            m.d.sync += [f_valid.eq(e_valid), f_b.eq(e_b)]
             m.d.sync += [f_h[q].eq(lif.h_next[q]) for q in range(P)]
             m.d.sync += [f_cnt[q].eq(cnt_new[q]) for q in range(P)]
 

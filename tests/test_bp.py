@@ -541,11 +541,16 @@ def test_bp_sweep(geom, overrides, monkeypatch):
 
 def test_bp_cycles_formula_examples():
     """Hand-checked points of perf.bp_cycles (see rtl/bp.py for the pipeline)."""
-    # NB=1, JB=1, one t with one dv: issue 0, lists valid 2, error issue 2, word out 7
-    # (address, read, weight register, multiply, accumulate), done 8
-    assert perf.bp_cycles(1, 1, [1]) == 9
-    # all-zero dv: only the dv phases and the in-order accepts
-    assert perf.bp_cycles(3, 4, [0, 0, 0, 0]) == 4 * 3 + 3
+    # NB=1, JB=1, one t with one dv: issue 0, leak 1, add 2, written 3, lists valid 4,
+    # error issue 4, word out 9 (address, read, weight register, multiply, accumulate), done 10
+    assert perf.bp_cycles(1, 1, [1]) == 11
+    # all-zero dv: only the dv phases and the in-order accepts; D(t) = 0, 3, 8, 11 (t = 1
+    # waits for buffer 1: lists of t = 3 valid at R = 0 + 3 + 3, released 1 later, reused 1
+    # later), lists of t = 0 valid at 17, done 18
+    assert perf.bp_cycles(3, 4, [0, 0, 0, 0]) == 19
+    # NB=1: block 0 follows itself with one idle cycle (its dv of t+1 forwarded from the
+    # write stage): issues 0 and 2, lists of t=0 valid 2 + 1 + 3, accepted, done 7
+    assert perf.bp_cycles(1, 2, [0, 0]) == 8
 
 
 @pytest.mark.parametrize("geom", [

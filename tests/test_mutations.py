@@ -27,9 +27,8 @@ MUTANTS = {
     "round-half-down": ("arith", "return (g + (1 << (lr_shift - 1))) >> lr_shift",
                         "return (g + (1 << (lr_shift - 1)) - 1) >> lr_shift"),
     "leak-shift-off-by-one": ("arith", "return h - (h >> k)", "return h - (h >> (k + 1))"),
-    "no-zero-dv-skip": ("bp", "m.d.comb += nzq.eq(dv != 0)", "m.d.comb += nzq.eq(1)"),
-    "reset-gate-dropped": ("bp", "+ Mux(self.s_rdata[q], 0, arith.leak(d, nc.leak_shift)), dvb)",
-                           "+ arith.leak(d, nc.leak_shift), dvb)"),
+    "no-zero-dv-skip": ("bp", "nz3[q].eq(dv != 0)", "nz3[q].eq(1)"),
+    "reset-gate-dropped": ("bp", "lk2.eq(Mux(self.s_rdata[q], 0, lk))", "lk2.eq(lk)"),
 }
 
 
