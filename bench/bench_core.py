@@ -1,6 +1,6 @@
 """Cycles of one simulated Core per training sample at several input spike densities.
 
-Runs the bit-exact core simulation (tests/test_core.py through ``run_core_sim``: every
+Runs the bit-exact core simulation (sim/core_tb.py through ``run_core_sim``: every
 transaction is checked against the model, so a number printed here comes from a run that
 matched) on Bernoulli input spikes of each density and prints, per density:
 
@@ -75,7 +75,7 @@ def main(argv=None):
     from spikeforge.gen.config import Config, load_config
     from spikeforge.rtl.geometry import CoreGeometry
     from spikeforge.sim.cli import stdout_to_stderr
-    from spikeforge.tests.test_core import run_core_sim
+    from spikeforge.sim.core_tb import run_core_sim
 
     cfg = load_config(args.config) if args.config else Config().replace(
         network={"layers": [64, 10], "timesteps": 8}, train={"batch_size": 4})
@@ -100,7 +100,7 @@ def compare_dataflows(cfg, geom, density, samples, seed):
     """Train the same samples at B = 1 with each dataflow; print and return the comparison."""
     from spikeforge.model import perf
     from spikeforge.sim.cli import stdout_to_stderr
-    from spikeforge.tests.test_core import run_core_sim
+    from spikeforge.sim.core_tb import run_core_sim
 
     out = {}
     for df in ("accumulate", "inplace"):

@@ -20,7 +20,7 @@ Host side (all ``amaranth.lib.stream``):
   whose ``t`` went backwards or past ``T-1`` is dropped.
 * ``cmd`` (In, :func:`cmd_layout`) / ``rsp`` (Out, :func:`rsp_layout`): one response per
   command, ``status`` 0 = ok, 1 = unknown op, 2 = index out of range (nothing changed).
-  Ops (:data:`OPS`): ``write_w`` (W[i, j] = data), ``read_w``, ``write_rng`` /
+  Ops (:class:`rtl.interfaces.Op`): ``write_w`` (W[i, j] = data), ``read_w``, ``write_rng`` /
   ``read_rng`` (xorshift32 state of neuron i), ``set_label`` (data; >= N: no label on this
   core), ``train`` (forward + backward of the loaded sample, gradients summed into ``G``),
   ``infer`` (forward only), ``update`` (W -= round(G >> lr_shift), G = 0), ``read_counter``
@@ -53,54 +53,30 @@ not exist in this dataflow: it is answered ``bad_op`` and changes nothing. Backw
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .bp import BPEngine, dvw_layout, err_layout
-from .fp import FPEngine, count_bits, spike_word_layout, ubits
+from .bp import BPEngine
+from .fp import FPEngine
 from .debug import counter_domain
-from .geometry import CoreGeometry, check_geometry, mul_const
-from .wg import WGEngine, active_column_layout, dv_entry_layout, dv_list_depth, inplace
+from .geometry import CoreGeometry, check_geometry
+from .interfaces import (IDX_BITS, Op, Phase, Status, active_column_layout,
+                         cmd_layout, count_bits, ds_layout, dv_entry_layout, dv_list_depth,
+                         dvw_layout, err_layout, event_layout, rsp_layout, spike_word_layout, ubits,
+                         weight_location)
+from .wg import WGEngine, inplace
 
-__all__ = ["Core", "OPS", "COUNTERS", "STATUS", "cmd_layout", "rsp_layout", "event_layout",
-           "ds_layout"]
+__all__ = ["Core", "COUNTERS"]
 
-#: Command opcodes of the ``cmd`` stream.
-OPS = {"nop": 0, "write_w": 1, "read_w": 2, "write_rng": 3, "read_rng": 4, "set_label": 5,
-       "train": 6, "infer": 7, "update": 8, "read_counter": 9, "read_count": 10, "status": 11}
-#: Response status codes.
-STATUS = {"ok": 0, "bad_op": 1, "bad_index": 2}
 #: Counters readable with ``read_counter`` (index = position), latched at the end of a phase.
 COUNTERS = ("fwd_phase", "fp_cycles", "fp_work", "fp_stalls",
             "bwd_phase", "bp_cycles", "bp_work", "wg_cycles", "wg_work", "wg_stalls",
             "upd_phase", "upd_cycles", "upd_work", "samples")
 
-_IDX_BITS = 16
-
-
-def cmd_layout() -> data.StructLayout:
-    return data.StructLayout({"op": unsigned(4), "i": unsigned(_IDX_BITS), "j": unsigned(_IDX_BITS),
-                              "data": unsigned(32)})
-
-
 #: In place: the one-timestep event buffer of a core with at most this many inputs is read
 #: as LUT-RAM with a registered address (larger ones are block RAM).
 _EV_LUTRAM_DEPTH = 256
-
-
-def rsp_layout() -> data.StructLayout:
-    return data.StructLayout({"status": unsigned(2), "data": unsigned(32)})
-
-
-def event_layout(geom: CoreGeometry) -> data.StructLayout:
-    return data.StructLayout({"t": unsigned(ubits(geom.timesteps)), "j": unsigned(ubits(geom.n_in)),
-                              "end": unsigned(1)})
-
-
-def ds_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
-    return data.StructLayout({"t": unsigned(ubits(geom.timesteps)), "b": unsigned(ubits(geom.blocks)),
-                              "ds": data.ArrayLayout(signed(cfg.arithmetic.error_bits), geom.lanes)})
 
 
 class Core(wiring.Component):
@@ -109,8 +85,8 @@ class Core(wiring.Component):
     def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True):
         check_geometry("Core", cfg, geom)
         for name, v in (("n_in", geom.n_in), ("n_neurons", geom.n_neurons)):
-            if v >= 1 << _IDX_BITS:
-                raise ValueError(f"Core: {name}={v} does not fit the {_IDX_BITS}-bit command indices")
+            if v >= 1 << IDX_BITS:
+                raise ValueError(f"Core: {name}={v} does not fit the {IDX_BITS}-bit command indices")
         self.cfg, self.geom = cfg, geom
         a = cfg.arithmetic
         P, NB, T = geom.lanes, geom.blocks, geom.timesteps
@@ -269,7 +245,7 @@ class Core(wiring.Component):
         m.submodules.wg = wg = WGEngine(cfg, g, debug=self.debug)
         ctr = counter_domain(m, self.debug)
 
-        IDLE, FWD, BWD, UPD = 0, 1, 2, 3
+        IDLE, FWD, BWD, UPD = Phase.IDLE, Phase.FWD, Phase.BWD, Phase.UPD
         phase = Signal(2)
         m.d.comb += self.phase.eq(phase)
 
@@ -391,8 +367,8 @@ class Core(wiring.Component):
 
         cmd = self.cmd.payload
         op = Signal(4)
-        ci = Signal(_IDX_BITS)
-        cj = Signal(_IDX_BITS)
+        ci = Signal(IDX_BITS)
+        cj = Signal(IDX_BITS)
         cdata = Signal(32)
         rsp_status = Signal(2)
         rsp_data = Signal(32)
@@ -400,9 +376,9 @@ class Core(wiring.Component):
 
         # decoded host addresses of the latched command
         bank = Signal(max(1, lp))
-        m.d.comb += bank.eq((ci + cj)[:lp] if lp else 0)
         waddr = Signal(ubits(depth) + 1)
-        m.d.comb += waddr.eq(mul_const(ci >> lp, n_in) + cj)
+        loc_bank, loc_addr = weight_location(ci, cj, P, n_in)
+        m.d.comb += [bank.eq(loc_bank), waddr.eq(loc_addr)]
         lane = Signal(max(1, lp))
         m.d.comb += lane.eq(ci[:lp] if lp else 0)
         row_ok = ci < N
@@ -431,55 +407,55 @@ class Core(wiring.Component):
             with m.State("EXEC"):
                 m.d.comb += busy.eq(1)
                 with m.Switch(op):
-                    with m.Case(OPS["nop"]):
-                        m.d.sync += respond(STATUS["ok"])
+                    with m.Case(Op.NOP):
+                        m.d.sync += respond(Status.OK)
                         m.next = "RSP"
-                    with m.Case(OPS["write_w"]):
+                    with m.Case(Op.WRITE_W):
                         with m.If(row_ok & col_ok):
                             m.d.comb += h_w_we.eq(1 << bank)
-                            m.d.sync += respond(STATUS["ok"])
+                            m.d.sync += respond(Status.OK)
                         with m.Else():
-                            m.d.sync += respond(STATUS["bad_index"])
+                            m.d.sync += respond(Status.BAD_INDEX)
                         m.next = "RSP"
-                    with m.Case(OPS["read_w"], OPS["write_rng"], OPS["read_rng"], OPS["read_count"]):
-                        with m.If(Mux(op == OPS["read_w"], row_ok & col_ok, row_ok)):
-                            with m.If(op == OPS["write_rng"]):
+                    with m.Case(Op.READ_W, Op.WRITE_RNG, Op.READ_RNG, Op.READ_COUNT):
+                        with m.If(Mux(op == Op.READ_W, row_ok & col_ok, row_ok)):
+                            with m.If(op == Op.WRITE_RNG):
                                 m.d.comb += [wg.rng_we[q].eq(lane == q) for q in range(P)]
                             m.next = "READ"
                         with m.Else():
-                            m.d.sync += respond(STATUS["bad_index"])
+                            m.d.sync += respond(Status.BAD_INDEX)
                             m.next = "RSP"
-                    with m.Case(OPS["set_label"]):
+                    with m.Case(Op.SET_LABEL):
                         m.d.sync += [label.eq(Mux(cdata >= N, (1 << len(label)) - 1, cdata)),
-                                     *respond(STATUS["ok"])]
+                                     *respond(Status.OK)]
                         m.next = "RSP"
-                    with m.Case(OPS["train"], OPS["infer"]):
-                        m.d.sync += [phase.eq(FWD), training.eq(op == OPS["train"])]
+                    with m.Case(Op.TRAIN, Op.INFER):
+                        m.d.sync += [phase.eq(FWD), training.eq(op == Op.TRAIN)]
                         ctr += phase_ctr.eq(0)
                         m.next = "FWD_START"
-                    with m.Case(OPS["update"]):
+                    with m.Case(Op.UPDATE):
                         if ip:
                             # in place: train already updated W; there is no G to apply
-                            m.d.sync += respond(STATUS["bad_op"])
+                            m.d.sync += respond(Status.BAD_OP)
                             m.next = "RSP"
                         else:
                             m.d.sync += phase.eq(UPD)
                             ctr += phase_ctr.eq(0)
                             m.next = "UPD_START"
-                    with m.Case(OPS["read_counter"]):
+                    with m.Case(Op.READ_COUNTER):
                         arr = Array([counters[n] for n in COUNTERS])
                         with m.If(~Const(self.debug)):
-                            m.d.sync += respond(STATUS["bad_op"])
+                            m.d.sync += respond(Status.BAD_OP)
                         with m.Elif(ci < len(COUNTERS)):
-                            m.d.sync += respond(STATUS["ok"], arr[ci[:ubits(len(COUNTERS))]])
+                            m.d.sync += respond(Status.OK, arr[ci[:ubits(len(COUNTERS))]])
                         with m.Else():
-                            m.d.sync += respond(STATUS["bad_index"])
+                            m.d.sync += respond(Status.BAD_INDEX)
                         m.next = "RSP"
-                    with m.Case(OPS["status"]):
-                        m.d.sync += respond(STATUS["ok"], Cat(phase, ld_fill))
+                    with m.Case(Op.STATUS):
+                        m.d.sync += respond(Status.OK, Cat(phase, ld_fill))
                         m.next = "RSP"
                     with m.Default():
-                        m.d.sync += respond(STATUS["bad_op"])
+                        m.d.sync += respond(Status.BAD_OP)
                         m.next = "RSP"
             with m.State("READ"):
                 # the synchronous read issued in EXEC is on the read ports now (the
@@ -492,14 +468,14 @@ class Core(wiring.Component):
                 rsel = Array(wg.rng_rdata)[lane] if P > 1 else wg.rng_rdata[0]
                 csel = Array(cnt_rdata)[lane] if P > 1 else cnt_rdata[0]
                 with m.Switch(op):
-                    with m.Case(OPS["read_w"]):
-                        m.d.sync += respond(STATUS["ok"], wsel.as_signed())
-                    with m.Case(OPS["read_rng"]):
-                        m.d.sync += respond(STATUS["ok"], rsel)
-                    with m.Case(OPS["read_count"]):
-                        m.d.sync += respond(STATUS["ok"], csel)
+                    with m.Case(Op.READ_W):
+                        m.d.sync += respond(Status.OK, wsel.as_signed())
+                    with m.Case(Op.READ_RNG):
+                        m.d.sync += respond(Status.OK, rsel)
+                    with m.Case(Op.READ_COUNT):
+                        m.d.sync += respond(Status.OK, csel)
                     with m.Default():
-                        m.d.sync += respond(STATUS["ok"])
+                        m.d.sync += respond(Status.OK)
                 m.next = "RSP"
             with m.State("RSP"):
                 m.d.comb += [busy.eq(1), self.rsp.valid.eq(1)]
@@ -517,12 +493,12 @@ class Core(wiring.Component):
                     ctr += [counters["fwd_phase"].eq(phase_ctr + 1),
                                  counters["fp_cycles"].eq(fp.cycles), counters["fp_work"].eq(fp.work),
                                  counters["fp_stalls"].eq(fp.stalls)]
-                    with m.If(op == OPS["train"]):
+                    with m.If(op == Op.TRAIN):
                         m.d.sync += [phase.eq(BWD), bp_seen.eq(0), wg_seen.eq(0)]
                         ctr += phase_ctr.eq(0)
                         m.next = "BWD_START"
                     with m.Else():
-                        m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
+                        m.d.sync += [phase.eq(IDLE), *respond(Status.OK)]
                         m.next = "RSP"
             # --------------------------------------------------------- backward
             with m.State("BWD_START"):
@@ -548,7 +524,7 @@ class Core(wiring.Component):
                         m.d.sync += phase.eq(UPD)
                         ctr += phase_ctr.eq(0)
                     else:
-                        m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
+                        m.d.sync += [phase.eq(IDLE), *respond(Status.OK)]
                     m.next = "BWD_LATCH"
             with m.State("BWD_LATCH"):
                 # WG's counters are final one cycle after its done (done is combinational)
@@ -566,7 +542,7 @@ class Core(wiring.Component):
                 m.d.comb += busy.eq(1)
                 ctr += phase_ctr.eq(phase_ctr + 1)
                 with m.If(wg.done):
-                    m.d.sync += [phase.eq(IDLE), *respond(STATUS["ok"])]
+                    m.d.sync += [phase.eq(IDLE), *respond(Status.OK)]
                     ctr += [counters["upd_phase"].eq(phase_ctr + 1), counters["samples"].eq(0)]
                     m.next = "UPD_LATCH"
             with m.State("UPD_LATCH"):

@@ -51,35 +51,17 @@ so read data stays valid).
 from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
 from .debug import counter_domain
 from .geometry import CoreGeometry, check_geometry
+from .interfaces import count_bits, spike_word_layout, ubits
 from .lif import LIF
 
-__all__ = ["FPEngine", "spike_word_layout", "count_bits", "ubits"]
-
-
-def ubits(n: int) -> int:
-    """Unsigned width that holds ``0 .. n-1`` (at least 1 bit)."""
-    return max(1, (n - 1).bit_length())
-
-
-def count_bits(timesteps: int) -> int:
-    """Width of a spike count ``0 .. T`` (``log2(T) + 1`` for a power-of-two T)."""
-    return max(1, timesteps.bit_length())
-
-
-def spike_word_layout(geom: CoreGeometry) -> data.StructLayout:
-    """Payload of the ``spikes`` stream: ``{t, b, spikes}`` (lane ``q`` = bit ``q``)."""
-    return data.StructLayout({
-        "t": unsigned(ubits(geom.timesteps)),
-        "b": unsigned(ubits(geom.blocks)),
-        "spikes": unsigned(geom.lanes),
-    })
+__all__ = ["FPEngine"]
 
 
 class FPEngine(wiring.Component):

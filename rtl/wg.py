@@ -84,51 +84,17 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
-from .bp import dvw_layout
 from .debug import counter_domain
 from .geometry import CoreGeometry, check_geometry, mul_const
+from .interfaces import (active_column_layout, dv_entry_layout, dv_list_depth, dvw_layout,
+                         lists_layout, ubits)
 
-__all__ = ["WGEngine", "dv_entry_layout", "lists_layout", "dv_list_depth", "event_shapes",
-           "ubits", "inplace"]
+__all__ = ["WGEngine", "event_shapes", "inplace"]
 
 
 def inplace(cfg) -> bool:
     """True for the in-place weight-gradient dataflow (``hardware.wg_dataflow``)."""
     return getattr(cfg.hardware, "wg_dataflow", "accumulate") == "inplace"
-
-
-def ubits(n: int) -> int:
-    """Unsigned width that holds ``0 .. n-1`` (at least 1 bit)."""
-    return max(1, (n - 1).bit_length())
-
-
-def dv_entry_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
-    """One dv-list entry: ``{b: block index, dv: signed dv_bits}`` (``b`` in the low bits)."""
-    return data.StructLayout({
-        "b": unsigned(ubits(geom.blocks)),
-        "dv": signed(cfg.arithmetic.dv_bits),
-    })
-
-
-def dv_list_depth(geom: CoreGeometry) -> int:
-    """Words per dv-list bank: two buffers of ``NB``; buffer ``t & 1``, entry ``c`` at ``(t&1)*NB + c``."""
-    return 2 * geom.blocks
-
-
-def lists_layout(geom: CoreGeometry) -> data.StructLayout:
-    """Payload of the BP -> WG ``lists`` stream: ``{t, len[P]}`` (``len`` in ``0 .. NB``)."""
-    return data.StructLayout({
-        "t": unsigned(ubits(geom.timesteps)),
-        "len": data.ArrayLayout(unsigned(ubits(geom.blocks + 1)), geom.lanes),
-    })
-
-
-def active_column_layout(geom: CoreGeometry) -> data.StructLayout:
-    """An entry of the in-place active-column list: column ``j`` and its ``T`` input-spike bits."""
-    return data.StructLayout({
-        "j": unsigned(ubits(geom.n_in)),
-        "x": unsigned(geom.timesteps),
-    })
 
 
 def event_shapes(geom: CoreGeometry) -> dict:

@@ -6,9 +6,9 @@
   [--density D] [--waves] [--report FILE.json]`` -- builds one Core for the output layer of
   the config (Verilator, cached under ``build/sim``), trains it on ``N`` samples in
   mini-batches of ``train.batch_size`` and checks every transaction and every weight update
-  against the bit-exact model (tests/test_core.py). Prints a per-sample cycle table on
-  stdout; exit status 0 when everything matched, 1 on a mismatch (the first mismatch, with
-  seed, timestep, neuron and cycle, is in the simulator output on stderr).
+  against the bit-exact model (sim/core_tb.py, the ``core_train`` test). Prints a per-sample
+  cycle table on stdout; exit status 0 when everything matched, 1 on a mismatch (the first
+  mismatch, with seed, timestep, neuron and cycle, is in the simulator output on stderr).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def stdout_to_stderr():
 def cmd_sim_core(args, out: TextIO) -> int:
     """Run ``sim core``; results on ``out``, progress and simulator output on stderr."""
     from ..rtl.geometry import CoreGeometry
-    from ..tests.test_core import run_core_sim
+    from .core_tb import run_core_sim
 
     cfg = _load_cfg(args.config)
     geom = CoreGeometry.from_config(cfg)

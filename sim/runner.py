@@ -274,7 +274,8 @@ def run_cocotb(*, name: str, component: Callable[[], Any] | Any, test_module: st
     the cocotb test(s) of that name (comma-separated). ``extra_sources``: files outside
     ``rtl/`` whose text shapes the hardware (a harness defined in the test file:
     ``[__file__]``); they join the build key. Returns the results file; raises
-    ``AssertionError`` if any cocotb test failed or the simulation died.
+    ``AssertionError`` if any cocotb test failed, if none ran (zero test cases in the
+    results: a wrong ``test_module`` or ``testcase``), or if the simulation died.
     """
     __tracebackhide__ = True
     from cocotb_tools.check_results import get_results
@@ -296,6 +297,7 @@ def run_cocotb(*, name: str, component: Callable[[], Any] | Any, test_module: st
         **(extra_env or {}),
     }
     results = rdir / "results.xml"
+    results.unlink(missing_ok=True)      # never read the results of an earlier run
     with _patched_environ(verilator_env()):
         runner = get_runner("verilator")
         t0 = time.monotonic()
@@ -315,6 +317,10 @@ def run_cocotb(*, name: str, component: Callable[[], Any] | Any, test_module: st
     except RuntimeError as e:
         raise AssertionError(f"{name}: simulation died (exit {code}) before writing results; "
                              f"see the output above. Run dir: {rdir}") from e
+    if n_tests == 0:
+        raise AssertionError(f"{name}: no cocotb test ran (test module {test_module!r}"
+                             f"{f', testcase {testcase!r}' if testcase else ''}): a misspelt "
+                             f"module or test name? Results in {results}") from None
     failed = _failed_tests(results)
     print(f"[spikeforge.sim] {name}: {n_tests - n_failed}/{n_tests} cocotb tests passed "
           f"in {dt:.1f} s ({rdir})")

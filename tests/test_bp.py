@@ -45,15 +45,12 @@ from spikeforge.gen.config import Config
 from spikeforge.model import fixedpoint as fx
 from spikeforge.model import perf
 from spikeforge.model.snn import FixedPointSNN, LayerTrace
-from spikeforge.rtl.bp import (BPEngine, count_bits, dv_entry_layout, dvw_layout, err_layout,
-                               error_width, lists_layout)
+from spikeforge.rtl.bp import BPEngine
+from spikeforge.rtl.interfaces import (count_bits, dv_entry_layout, dvw_layout, err_layout, error_width,
+                                       lists_layout, ubits, weight_index)
 from spikeforge.rtl.geometry import CoreGeometry
 from spikeforge.sim.cocotb_utils import load_params, reset, to_signed
 from spikeforge.sim.runner import run_cocotb
-
-
-def _ubits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 # ------------------------------------------------------------------------------ wrapper
@@ -68,7 +65,7 @@ class BPBench(wiring.Component):
         a = cfg.arithmetic
         P, NB, T = geom.lanes, geom.blocks, geom.timesteps
         self.ld_width = max(a.weight_bits, a.error_bits, count_bits(T), P)
-        self.ld_aw = _ubits(max(geom.weight_depth, T * NB))
+        self.ld_aw = ubits(max(geom.weight_depth, T * NB))
         self.entry_w = dv_entry_layout(cfg, geom).size
         members = {
             "start": In(1), "busy": Out(1), "done": Out(1), "cycles": Out(32), "work": Out(32),
@@ -79,9 +76,9 @@ class BPBench(wiring.Component):
             "err": Out(stream.Signature(err_layout(cfg, geom))),
             "dvw": Out(dvw_layout(cfg, geom)),
             "dvl_we": Out(P),
-            "dvl_waddr": Out(_ubits(2 * NB) * P),
+            "dvl_waddr": Out(ubits(2 * NB) * P),
             "dvl_wdata": Out(self.entry_w * P),
-            "wg_raddr": In(_ubits(2 * NB)),
+            "wg_raddr": In(ubits(2 * NB)),
             "wg_rdata": Out(self.entry_w * P),
         }
         if geom.output_layer:
@@ -310,8 +307,7 @@ async def load(dut, cfg, geom, case, rng):
         for j in range(n_in):
             vals = [0] * P
             for k in range(P):
-                q = (k - j) % P
-                i = b * P + q
+                i, _ = weight_index(k, b * n_in + j, P, n_in)
                 vals[k] = w[i][j] if i < N else rng.randrange(1 << lw)
             await write(LD_W, b * n_in + j, vals)
     for sel, key in ((LD_S, "s"), (LD_M, "m")):
@@ -341,8 +337,8 @@ async def run_sample(dut, cfg, geom, case, seed, delayed: bool, rng: random.Rand
     a = cfg.arithmetic
     P, NB, T = geom.lanes, geom.blocks, geom.timesteps
     sb = Scoreboard(cfg, geom, case, seed)
-    tw, bw, jw = _ubits(T), _ubits(NB), _ubits(geom.col_blocks)
-    lenw, aw = _ubits(NB + 1), _ubits(2 * NB)
+    tw, bw, jw = ubits(T), ubits(NB), ubits(geom.col_blocks)
+    lenw, aw = ubits(NB + 1), ubits(2 * NB)
     ew, dvb = error_width(cfg, geom), a.dv_bits
     entw = bw + dvb
     if geom.output_layer:

@@ -29,7 +29,8 @@ from cocotb.triggers import FallingEdge, RisingEdge
 from spikeforge.gen.config import Config
 from spikeforge.model import perf
 from spikeforge.model.snn import FixedPointSNN
-from spikeforge.rtl.fp import FPEngine, count_bits, spike_word_layout, ubits
+from spikeforge.rtl.fp import FPEngine
+from spikeforge.rtl.interfaces import count_bits, spike_word_layout, ubits, weight_location
 from spikeforge.rtl.geometry import CoreGeometry
 from spikeforge.sim.cocotb_utils import load_params, ports, reset, to_signed, unpack
 from spikeforge.sim.runner import run_cocotb
@@ -134,10 +135,10 @@ async def load_weights(dut, geom, w):
             we = 0
             for q in range(P):
                 i = b * P + q
-                k = (q + j) % P
+                k, addr = weight_location(i, j, P, n_in)
                 data_p[k].value = (wl[i][j] if i < N else 0) & ((1 << len(data_p[k])) - 1)
                 we |= 1 << k
-            dut.ld_w_addr.value = b * n_in + j
+            dut.ld_w_addr.value = addr
             dut.ld_w_we.value = we
     await FallingEdge(dut.clk)
     dut.ld_w_we.value = 0

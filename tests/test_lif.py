@@ -118,3 +118,14 @@ def test_lif(lanes, overrides, n_in):
     run_cocotb(name="lif", component=lambda: LIF(cfg, lanes, cbits), test_module=__name__,
                cfg=cfg, build_key={"lanes": lanes, "current_bits": cbits},
                params={"lanes": lanes, "current_bits": cbits, "seeds": [1, 2, 3]})
+
+
+def test_run_cocotb_fails_when_no_test_ran():
+    """A testcase name that matches no cocotb test is an error, not a pass (sim/runner.py)."""
+    cfg = Config().replace(hardware={"lanes": 1})
+    cbits = acc_width(cfg.arithmetic.weight_bits, 64)
+    with pytest.raises(AssertionError, match="no cocotb test ran"):
+        run_cocotb(name="lif", component=lambda: LIF(cfg, 1, cbits), test_module=__name__,
+                   testcase="no_such_test", cfg=cfg, build_key={"lanes": 1, "current_bits": cbits},
+                   params={"lanes": 1, "current_bits": cbits, "seeds": [1]},
+                   run_name="no-test")

@@ -47,7 +47,8 @@ from spikeforge.model import fixedpoint as fx
 from spikeforge.model import perf
 from spikeforge.model.snn import FixedPointSNN, LayerTrace
 from spikeforge.rtl.geometry import CoreGeometry
-from spikeforge.rtl.wg import WGEngine, dv_entry_layout, dv_list_depth, event_shapes, lists_layout, ubits
+from spikeforge.rtl.interfaces import dv_entry_layout, dv_list_depth, lists_layout, ubits, weight_index
+from spikeforge.rtl.wg import WGEngine, event_shapes
 from spikeforge.sim.cocotb_utils import load_params, pack, reset, to_signed
 from spikeforge.sim.runner import run_cocotb
 
@@ -242,10 +243,7 @@ class Scoreboard:
 
     def _decode(self, k: int, addr: int) -> tuple[int, int]:
         """Bank k, address b*n_in + j -> (neuron i, column j) of the skewed layout."""
-        g = self.geom
-        b, j = divmod(addr, g.n_in)
-        q = (k - j) % g.lanes
-        return b * g.lanes + q, j
+        return weight_index(k, addr, self.geom.lanes, self.geom.n_in)
 
     def g_writes(self, we: int, addrs: int, datas: int):
         g = self.geom
@@ -397,7 +395,7 @@ async def host_load_weights(dut, geom: CoreGeometry, wb: int, w: torch.Tensor):
         for j in range(n_in):
             word = 0
             for k in range(P):
-                i = b * P + (k - j) % P
+                i, _ = weight_index(k, b * n_in + j, P, n_in)
                 word |= ((wl[i][j] if i < N else 0) & ((1 << wb) - 1)) << (k * wb)
             dut.w_waddr.value = b * n_in + j
             dut.w_wdata.value = word
