@@ -67,52 +67,10 @@ from amaranth.lib.wiring import In, Out
 from . import arith
 from .debug import counter_domain
 from .geometry import CoreGeometry, check_geometry
+from .interfaces import (count_bits, dv_entry_layout, dvw_layout, err_layout, error_width,
+                         lists_layout, ubits as _ubits)
 
-__all__ = ["BPEngine", "dv_entry_layout", "lists_layout", "err_layout", "error_width",
-           "count_bits"]
-
-
-def _ubits(n: int) -> int:
-    """Unsigned width that holds ``0 .. n-1`` (at least 1 bit)."""
-    return max(1, (n - 1).bit_length())
-
-
-def count_bits(timesteps: int) -> int:
-    """Width of a spike count ``0 .. T`` (unsigned; same as the FP engine's)."""
-    return max(1, timesteps.bit_length())
-
-
-def error_width(cfg, geom: CoreGeometry) -> int:
-    """Signed width of an error partial sum ``e``: ``weight_bits + dv_bits + bits(N)``."""
-    a = cfg.arithmetic
-    return a.weight_bits + a.dv_bits + geom.n_neurons.bit_length()
-
-
-def dv_entry_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
-    """One entry of a per-lane dv list: block ``b`` (neuron ``b*P + lane``) and its ``dv``."""
-    return data.StructLayout({"b": unsigned(_ubits(geom.blocks)),
-                              "dv": signed(cfg.arithmetic.dv_bits)})
-
-
-def lists_layout(geom: CoreGeometry) -> data.StructLayout:
-    """Payload of the ``lists`` stream: timestep and the length of each lane's list."""
-    return data.StructLayout({"t": unsigned(_ubits(geom.timesteps)),
-                              "len": data.ArrayLayout(unsigned(_ubits(geom.blocks + 1)),
-                                                      geom.lanes)})
-
-
-def err_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
-    """Payload of the ``err`` stream: ``e[c] = sum_i W[i, jb*P + c] * dv_i[t]``."""
-    return data.StructLayout({"t": unsigned(_ubits(geom.timesteps)),
-                              "jb": unsigned(_ubits(geom.col_blocks)),
-                              "e": data.ArrayLayout(signed(error_width(cfg, geom)), geom.lanes)})
-
-
-def dvw_layout(cfg, geom: CoreGeometry) -> data.StructLayout:
-    """The ``dvw`` observation port: one block's dv as it is written."""
-    return data.StructLayout({"valid": 1, "t": unsigned(_ubits(geom.timesteps)),
-                              "b": unsigned(_ubits(geom.blocks)),
-                              "dv": data.ArrayLayout(signed(cfg.arithmetic.dv_bits), geom.lanes)})
+__all__ = ["BPEngine"]
 
 
 class BPEngine(wiring.Component):

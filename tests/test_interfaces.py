@@ -1,4 +1,4 @@
-"""rtl/interfaces.py: the skewed weight layout, the codes, and the layouts rtl/bp.py still defines."""
+"""rtl/interfaces.py: the skewed weight layout and the codes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from amaranth.hdl import Module, Shape, Signal
 from amaranth.sim import Simulator
 
 from spikeforge.gen.config import Config
-from spikeforge.rtl import bp, interfaces
+from spikeforge.rtl import interfaces
 from spikeforge.rtl.geometry import CoreGeometry
 from spikeforge.rtl.interfaces import OPS, STATUS, Op, Status, weight_index, weight_location
 
@@ -48,17 +48,3 @@ def test_codes():
     assert STATUS == {"ok": 0, "bad_op": 1, "bad_index": 2}
     assert Shape.cast(Op).width == 4 and Shape.cast(Status).width == 2
     assert interfaces.cmd_layout().size == 4 + 16 + 16 + 32 and interfaces.rsp_layout().size == 34
-
-
-@pytest.mark.parametrize("lanes, layers", [(2, [16, 5]), (4, [64, 10]), (8, [30, 17])])
-def test_bp_layouts_equal_the_shared_ones(lanes, layers):
-    """rtl/bp.py still carries its own copies (it is edited on another branch): they must agree."""
-    cfg = Config().replace(network={"layers": layers, "timesteps": 4}, hardware={"lanes": lanes})
-    g = CoreGeometry.from_config(cfg)
-    assert bp.dv_entry_layout(cfg, g) == interfaces.dv_entry_layout(cfg, g)
-    assert bp.lists_layout(g) == interfaces.lists_layout(g)
-    assert bp.err_layout(cfg, g) == interfaces.err_layout(cfg, g)
-    assert bp.dvw_layout(cfg, g) == interfaces.dvw_layout(cfg, g)
-    assert bp.error_width(cfg, g) == interfaces.error_width(cfg, g)
-    for T in (1, 4, 7, 8, 16):
-        assert bp.count_bits(T) == interfaces.count_bits(T)
