@@ -281,7 +281,6 @@ class WGEngine(wiring.Component):
         u1_valid = Signal()
         u1_addr = Signal(unsigned(ubits(depth)))
         u1_jlow = Signal(max(lb, 1))
-        u1_j = Signal(unsigned(ubits(n_in)))
         u1_last_block = Signal()
         m.d.sync += u1_valid.eq(u_issue)
 
@@ -672,7 +671,7 @@ class WGEngine(wiring.Component):
             ctr += work.eq(work + sum(u2_lane_ok[q] for q in range(P)))
 
         # ------------------------------------------------------------- update: U0 stage
-        m.d.sync += [u1_addr.eq(e_ua), u1_last_block.eq(e_ub == NB - 1), u1_j.eq(e_uj)]
+        m.d.sync += [u1_addr.eq(e_ua), u1_last_block.eq(e_ub == NB - 1)]
         m.d.sync += u1_jlow.eq(e_uj)           # truncated: j mod P
         # rng (stochastic rounding): lane q's stream steps only for a weight whose G is not
         # zero (model/fixedpoint.py), so it steps in U2, where G is known. Block b's states
