@@ -28,7 +28,12 @@ Host side (all ``amaranth.lib.stream``):
   forward pass), ``status`` (data = phase). ``train``/``infer``/``update`` answer when done.
 * ``spikes_out`` (Out): the FP engine's non-zero spike words ``{t, b, spikes}``.
 * ``err_out`` (Out): the BP engine's error partial sums ``{t, jb, e[P]}``.
-* ``ds_in`` (In, hidden layers only): error from above ``{t, b, ds[P]}``, written while idle.
+* ``ds_in`` (In, hidden layers only): error from above ``{t, b, ds[P]}``, written while idle,
+  or -- ``train_ds``, the chip's train -- after the forward pass: the core then waits for
+  exactly ``T*NB`` words (every ``{t, b}`` once) and starts the backward pass after the last.
+  On the output layer ``train_ds`` is ``train``.
+* ``step`` / ``step_t`` (Out): FP finished timestep ``step_t`` (a one-cycle pulse, with the
+  timestep's last spike word presented on ``spikes_out`` in the same cycle).
 
 Monitors (Out, for scoreboards): ``mon_s_*``/``mon_m_*`` (S/M history writes),
 ``mon_cnt_*``, ``mon_h_*`` (FP), ``mon_dvw`` (BP's dv of every block), ``mon_g_*`` (WG's
@@ -82,13 +87,18 @@ _EV_LUTRAM_DEPTH = 256
 class Core(wiring.Component):
     """One training core (see the module docstring)."""
 
-    def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True):
+    def __init__(self, cfg, geom: CoreGeometry, *, debug: bool = True, weights=None):
         check_geometry("Core", cfg, geom)
         for name, v in (("n_in", geom.n_in), ("n_neurons", geom.n_neurons)):
             if v >= 1 << IDX_BITS:
                 raise ValueError(f"Core: {name}={v} does not fit the {IDX_BITS}-bit command indices")
         self.cfg, self.geom = cfg, geom
         a = cfg.arithmetic
+        #: initial weight bank contents (``weights``: this core's ``(N, n_in)`` integer slice,
+        #: built into the weight memories) or None (they start unknown: load them)
+        self.w_init = None
+        if weights is not None:
+            self.w_init = self._bank_init(weights, a.weight_bits)
         P, NB, T = geom.lanes, geom.blocks, geom.timesteps
         depth = geom.weight_depth
         members = {
@@ -99,6 +109,8 @@ class Core(wiring.Component):
             "err_out": Out(stream.Signature(err_layout(cfg, geom))),
             "busy": Out(1),
             "phase": Out(2),
+            "step": Out(1),
+            "step_t": Out(unsigned(ubits(T))),
         }
         mon = {
             "mon_s_waddr": Out(unsigned(ubits(T * NB))), "mon_s_wdata": Out(P), "mon_s_we": Out(1),
@@ -126,6 +138,22 @@ class Core(wiring.Component):
             sink = wiring.Signature(mon).create()
             for name in mon:
                 setattr(self, name, getattr(sink, name))
+
+    def _bank_init(self, weights, bits):
+        g = self.geom
+        rows = [[int(v) for v in r] for r in (weights.tolist() if hasattr(weights, "tolist") else weights)]
+        if len(rows) != g.n_neurons or any(len(r) != g.n_in for r in rows):
+            raise ValueError(f"Core: initial weights must be {g.n_neurons} x {g.n_in}")
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        banks = [[0] * g.weight_depth for _ in range(g.lanes)]
+        for i, r in enumerate(rows):
+            for j, v in enumerate(r):
+                if not lo <= v <= hi:
+                    raise ValueError(f"Core: initial weight W[{i}, {j}] = {v} is outside "
+                                     f"{bits}-bit range {lo}..{hi}")
+                bank, addr = weight_location(i, j, g.lanes, g.n_in)
+                banks[bank][addr] = v
+        return banks
 
     def _event_list(self, m, fp, wg, ev, idle_ok, ld_fill, fwd):
         """Accumulate dataflow: the whole sample's events, loaded while idle, in a list of
@@ -259,7 +287,8 @@ class Core(wiring.Component):
         # ------------------------------------------------------------------- weights
         w_rdata = []
         for k in range(P):
-            mem = Memory(shape=signed(a.weight_bits), depth=depth, init=[])
+            mem = Memory(shape=signed(a.weight_bits), depth=depth,
+                         init=self.w_init[k] if self.w_init is not None else [])
             m.submodules[f"w{k}"] = mem
             rp, wp = mem.read_port(), mem.write_port()
             m.d.comb += [
@@ -321,9 +350,11 @@ class Core(wiring.Component):
         m.d.comb += self.mon_cnt_we.eq(Cat(*fp.cnt_we))
 
         # ---------------------------------------------------------- ds from above
+        ds_wait = Signal()           # train_ds on a hidden core: taking ds after forward
+        ds_n = Signal(range(T * NB + 1))
         if not g.output_layer:
             dsp = self.ds_in.payload
-            m.d.comb += self.ds_in.ready.eq(idle_ok)
+            m.d.comb += self.ds_in.ready.eq(idle_ok | ds_wait)
             for q in range(P):
                 mem = Memory(shape=signed(a.error_bits), depth=T * NB, init=[])
                 m.submodules[f"ds{q}"] = mem
@@ -331,8 +362,10 @@ class Core(wiring.Component):
                 m.d.comb += [
                     rp.addr.eq(bp.ds_raddr[q]), bp.ds_rdata[q].eq(rp.data),
                     wp.addr.eq(dsp.t * NB + dsp.b), wp.data.eq(dsp.ds[q]),
-                    wp.en.eq(self.ds_in.valid & idle_ok),
+                    wp.en.eq(self.ds_in.valid & self.ds_in.ready),
                 ]
+            with m.If(ds_wait & self.ds_in.valid):
+                m.d.sync += ds_n.eq(ds_n + 1)
 
         # ---------------------------------------------------------------- dv lists
         # (accumulate only: the in-place WG keeps its own dv history, fed by BP's dvw)
@@ -351,6 +384,7 @@ class Core(wiring.Component):
 
         # ------------------------------------------------------- streams, monitors
         wiring.connect(m, fp.spikes, wiring.flipped(self.spikes_out))
+        m.d.comb += [self.step.eq(fp.step), self.step_t.eq(fp.step_t)]
         wiring.connect(m, bp.err, wiring.flipped(self.err_out))
         m.d.comb += self.mon_dvw.eq(bp.dvw)
         for k in range(P):
@@ -429,8 +463,8 @@ class Core(wiring.Component):
                         m.d.sync += [label.eq(Mux(cdata >= N, (1 << len(label)) - 1, cdata)),
                                      *respond(Status.OK)]
                         m.next = "RSP"
-                    with m.Case(Op.TRAIN, Op.INFER):
-                        m.d.sync += [phase.eq(FWD), training.eq(op == Op.TRAIN)]
+                    with m.Case(Op.TRAIN, Op.TRAIN_DS, Op.INFER):
+                        m.d.sync += [phase.eq(FWD), training.eq(op != Op.INFER)]
                         ctr += phase_ctr.eq(0)
                         m.next = "FWD_START"
                     with m.Case(Op.UPDATE):
@@ -493,7 +527,10 @@ class Core(wiring.Component):
                     ctr += [counters["fwd_phase"].eq(phase_ctr + 1),
                                  counters["fp_cycles"].eq(fp.cycles), counters["fp_work"].eq(fp.work),
                                  counters["fp_stalls"].eq(fp.stalls)]
-                    with m.If(op == Op.TRAIN):
+                    with m.If((op == Op.TRAIN_DS) & Const(not g.output_layer)):
+                        m.d.sync += [phase.eq(BWD), bp_seen.eq(0), wg_seen.eq(0), ds_n.eq(0)]
+                        m.next = "DS_WAIT"
+                    with m.Elif(op != Op.INFER):
                         m.d.sync += [phase.eq(BWD), bp_seen.eq(0), wg_seen.eq(0)]
                         ctr += phase_ctr.eq(0)
                         m.next = "BWD_START"
@@ -501,6 +538,12 @@ class Core(wiring.Component):
                         m.d.sync += [phase.eq(IDLE), *respond(Status.OK)]
                         m.next = "RSP"
             # --------------------------------------------------------- backward
+            with m.State("DS_WAIT"):
+                # train_ds: the error from above arrives (the chip reduces it first)
+                m.d.comb += [busy.eq(1), ds_wait.eq(ds_n < T * NB)]
+                with m.If(ds_n == T * NB):
+                    ctr += phase_ctr.eq(0)
+                    m.next = "BWD_START"
             with m.State("BWD_START"):
                 m.d.comb += [busy.eq(1), bp.start.eq(1), wg.start.eq(1)]
                 ctr += phase_ctr.eq(phase_ctr + 1)

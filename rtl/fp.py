@@ -42,7 +42,9 @@ Cycles (``cycles``, busy cycles excluding stalls; ``model/perf.py:fp_cycles``):
 read ``ev_start[0], ev_start[1]``, one per block-event, four or five to drain B, C, R, D, E;
 buffered: ``sum_t (events(t) + 2)`` instead of the two.
 ``done`` pulses the cycle after the last write (``busy`` is low again); the last spike
-word, if any, is then still presented. ``work`` = ``sum_t events(t) * N``.
+word, if any, is then still presented. ``step`` pulses the cycle after the last block of
+each timestep ``step_t`` is written, when that block's spike word (if any) is presented:
+the chip sends its timestep marker after it (rtl/chip.py). ``work`` = ``sum_t events(t) * N``.
 ``stalls``: cycles frozen because the output register held a word (``spikes.valid``) that
 ``spikes.ready`` did not take -- the whole engine freezes (memory read addresses are held
 so read data stays valid).
@@ -100,6 +102,8 @@ class FPEngine(wiring.Component):
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
+            "step": Out(1),
+            "step_t": Out(unsigned(ubits(T))),
             "cycles": Out(32),
             "work": Out(32),
             "stalls": Out(32),
@@ -415,6 +419,9 @@ class FPEngine(wiring.Component):
         busy = Signal()
         m.d.comb += [busy.eq((state != 0) | b_valid | c_valid | r_valid | d_valid | e_valid), self.busy.eq(busy)]
         m.d.sync += self.done.eq(wr & (e_blk == T * NB - 1))
+        # step: timestep step_t is finished -- its last block is written and its last spike
+        # word, if any, is presented this same cycle (the chip's timestep barrier)
+        m.d.sync += [self.step.eq(wr & (e_b == NB - 1)), self.step_t.eq(e_t)]
         with m.If((state == 0) & self.start & ~busy):
             ctr += [self.cycles.eq(0), self.work.eq(0), self.stalls.eq(0)]
         with m.Elif(busy):

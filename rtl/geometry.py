@@ -94,10 +94,12 @@ class CorePlacement:
 class ChipGeometry:
     """The whole chip: every core's layer slice and mesh position, derived from a config.
 
-    Each weight layer ``l`` is split by output neurons over ``c_l`` cores, as evenly as
-    possible (the first ``n_l mod c_l`` cores get one neuron more); ``c_l`` starts at
-    ``ceil(n_l / hardware.max_neurons)`` and cores left over go, one at a time, to the layer
-    whose largest core has the most weights (``n_in * neurons``). Cores are numbered layer
+    Each weight layer ``l`` is split by output neurons over ``c_l`` cores in whole blocks of
+    ``P = hardware.lanes`` neurons, as evenly as possible (the first cores get one block
+    more; only the layer's last core may end in a partial block), so that every core's
+    first neuron is a multiple of ``P``; ``c_l`` starts at ``ceil(blocks_l / (max_neurons //
+    P))`` and cores left over go, one at a time, to the layer whose largest core has the
+    most weights (``n_in * neurons``). Cores are numbered layer
     by layer and placed row-major on a ``rows x cols`` mesh (``cols = ceil(sqrt(cores))``;
     the last row may be partial). The only place per-core sizes come from.
     """
@@ -112,7 +114,12 @@ class ChipGeometry:
         n = hw.cores if cores is None else cores
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"hardware.cores: {n!r} must be a positive integer")
-        per_layer = [-(-sizes[l + 1] // hw.max_neurons) for l in range(len(sizes) - 1)]
+        P = hw.lanes
+        # a core's slice is whole blocks of P neurons (only a layer's last core may end in a
+        # partial block), so that the words a core sends and receives align with its blocks
+        per_core_blocks = max(1, hw.max_neurons // P)
+        blocks = [-(-sizes[l + 1] // P) for l in range(len(sizes) - 1)]
+        per_layer = [-(-blocks[l] // per_core_blocks) for l in range(len(sizes) - 1)]
         if sum(per_layer) > n:
             need = " + ".join(f"{c}" for c in per_layer)
             raise ValueError(
@@ -121,8 +128,8 @@ class ChipGeometry:
         spare = n - sum(per_layer)
         while spare:
             def biggest(l):
-                return sizes[l] * -(-sizes[l + 1] // per_layer[l])
-            cand = [l for l in range(len(per_layer)) if per_layer[l] < sizes[l + 1]]
+                return sizes[l] * -(-blocks[l] // per_layer[l])
+            cand = [l for l in range(len(per_layer)) if per_layer[l] < blocks[l]]
             if not cand:
                 break
             l = max(cand, key=biggest)
@@ -137,7 +144,8 @@ class ChipGeometry:
         for l, c in enumerate(per_layer):
             n_out, off = sizes[l + 1], 0
             for m in range(c):
-                cnt = n_out // c + (1 if m < n_out % c else 0)
+                nb = blocks[l] // c + (1 if m < blocks[l] % c else 0)
+                cnt = min(nb * P, n_out - off)
                 g = CoreGeometry(n_in=sizes[l], n_neurons=cnt, timesteps=cfg.network.timesteps,
                                  lanes=hw.lanes, output_layer=(l == len(per_layer) - 1))
                 placed.append(CorePlacement(core=k, layer=l, offset=off, geom=g,

@@ -119,6 +119,7 @@ class Op(enum.Enum, shape=4):
     READ_COUNTER = 9
     READ_COUNT = 10
     STATUS = 11
+    TRAIN_DS = 12     # train; a hidden core takes ds from ds_in between forward and backward
 
 
 class Status(enum.Enum, shape=2):

@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = [
     "load_params", "start_clock", "reset", "port", "ports", "to_signed", "pack", "unpack",
-    "check", "CycleCounter", "CLOCK_PERIOD_NS",
+    "check", "CycleCounter", "CLOCK_PERIOD_NS", "decode",
 ]
 
 CLOCK_PERIOD_NS = 10
@@ -134,3 +134,21 @@ class CycleCounter:
 
         self._task = cocotb.start_soon(_count())
         return self
+
+
+def decode(layout, value: int):
+    """An integer read from a port of Amaranth shape ``layout`` as Python values: a dict per
+    ``StructLayout``, a list per ``ArrayLayout``, an int (signed where the shape is) otherwise."""
+    from amaranth.hdl import Shape
+    from amaranth.lib import data
+
+    value = int(value)
+    if isinstance(layout, data.StructLayout):
+        return {name: decode(f.shape, (value >> f.offset) & ((1 << Shape.cast(f.shape).width) - 1))
+                for name, f in layout}
+    if isinstance(layout, data.ArrayLayout):
+        w = Shape.cast(layout.elem_shape).width
+        return [decode(layout.elem_shape, (value >> (i * w)) & ((1 << w) - 1))
+                for i in range(layout.length)]
+    s = Shape.cast(layout)
+    return to_signed(value, s.width) if s.signed else value & ((1 << s.width) - 1)
