@@ -258,10 +258,15 @@ class SpikeMerge(wiring.Component):
     """The timestep barrier in front of a core's ``ev_in`` (see the module doc).
 
     ``sources``: how many senders each timestep waits for (the cores of the layer below,
-    or 1, the host). The bitmap has ``T * ceil(fan-in / 16)`` words of 16 bits; a spike
-    word sets its ``P`` bits (read-modify-write, two cycles), a marker counts, a released
-    timestep is read word by word (a zero word costs three cycles) and each set bit
-    becomes one event, lowest column first. ``closed`` pulses when ``end`` is taken.
+    or 1, the host). The bitmap has ``T * ceil(fan-in / 16)`` words of 16 bits. Two units
+    share it: the *writer* takes every flit -- a spike word sets its ``P`` bits
+    (read-modify-write, two cycles), a marker counts -- and the *scanner* reads a released
+    timestep word by word (three cycles a word) and turns each set bit into one event,
+    lowest column first. The writer never waits for the core: it yields the memory ports
+    only in the scanner's two cycles per word. So the spike plane always drains, whatever
+    the core is doing, and a core that is frozen because its own spike words cannot leave
+    can never hold up the flits another core waits for (no message-dependent deadlock).
+    ``closed`` pulses when ``end`` is taken.
     """
 
     def __init__(self, cfg, geom, sources: int, blk0: int = 0):
@@ -282,21 +287,23 @@ class SpikeMerge(wiring.Component):
         m.submodules.bitmap = mem
         rp, wp = mem.read_port(), mem.write_port()
         cnt = Array(Signal(range(self.sources + 1), name=f"marks{t}") for t in range(T))
-        rt = Signal(range(T + 1))          # next timestep to release
-        w = Signal(range(NW + 1))          # word being scanned
-        word = Signal(WB)
         f = self.flits.payload
         col = Signal(ubits(_col_blocks(self.cfg) * P + 1))
         m.d.comb += col.eq(f.blk * P if P > 1 else f.blk)
-        ev = self.ev.payload
+        f_addr = Signal.like(rp.addr)
+        m.d.comb += f_addr.eq(mul_const(f.t, NW) + (col >> lw))
 
-        # lowest set bit of the scanned word
-        low = Signal(range(WB))
+        # ---- scanner: releases timestep rt once every source's marker for it is in
+        rt = Signal(range(T + 1))          # next timestep to release
+        w = Signal(range(NW + 1))          # word being scanned
+        word = Signal(WB)
+        s_read = Signal()                  # the scanner drives the read port this cycle
+        ev = self.ev.payload
+        low = Signal(range(WB))            # lowest set bit of the scanned word
         for b in reversed(range(WB)):
             with m.If(word[b]):
                 m.d.comb += low.eq(b)
-
-        with m.FSM(name="merge"):
+        with m.FSM(name="scan"):
             with m.State("IDLE"):
                 with m.If((rt < T) & (cnt[rt] == self.sources)):
                     m.d.sync += w.eq(0)
@@ -306,24 +313,12 @@ class SpikeMerge(wiring.Component):
                     with m.If(self.ev.ready):
                         m.d.comb += self.closed.eq(1)
                         m.d.sync += rt.eq(0)
-                with m.Elif(self.flits.valid):
-                    with m.If(f.mark):
-                        m.d.comb += self.flits.ready.eq(1)
-                        m.d.sync += cnt[f.t].eq(cnt[f.t] + 1)
-                    with m.Else():
-                        m.d.comb += rp.addr.eq(mul_const(f.t, NW) + (col >> lw))
-                        m.next = "SET"
-            with m.State("SET"):
-                # the word is on the read port; or the word's bits in and take the flit
-                m.d.comb += [wp.addr.eq(mul_const(f.t, NW) + (col >> lw)),
-                             wp.data.eq(rp.data | (f.spikes << (col[:lw]))), wp.en.eq(1),
-                             self.flits.ready.eq(1)]
-                m.next = "IDLE"
             with m.State("READ"):
-                m.d.comb += rp.addr.eq(mul_const(rt, NW) + w)
+                m.d.comb += [s_read.eq(1), rp.addr.eq(mul_const(rt, NW) + w)]
                 m.next = "LOAD"
             with m.State("LOAD"):
-                # take the word and clear it in the bitmap (no flit of rt can come any more)
+                # take the word and clear it (no flit of rt can come any more); the writer
+                # issued no read in READ, so it is not writing now
                 m.d.comb += [wp.addr.eq(mul_const(rt, NW) + w), wp.data.eq(0), wp.en.eq(1)]
                 m.d.sync += word.eq(rp.data)
                 m.next = "EMIT"
@@ -340,6 +335,22 @@ class SpikeMerge(wiring.Component):
                                  ev.end.eq(0)]
                     with m.If(self.ev.ready):
                         m.d.sync += word.eq(word & (word - 1))
+
+        # ---- writer: every flit, never waiting for the core
+        with m.FSM(name="write"):
+            with m.State("IDLE"):
+                with m.If(self.flits.valid):
+                    with m.If(f.mark):
+                        m.d.comb += self.flits.ready.eq(1)
+                        m.d.sync += cnt[f.t].eq(cnt[f.t] + 1)
+                    with m.Elif(~s_read):
+                        m.d.comb += rp.addr.eq(f_addr)
+                        m.next = "SET"
+            with m.State("SET"):
+                # the word is on the read port: or the word's bits in and take the flit
+                m.d.comb += [wp.addr.eq(f_addr), wp.data.eq(rp.data | (f.spikes << (col[:lw]))),
+                             wp.en.eq(1), self.flits.ready.eq(1)]
+                m.next = "IDLE"
         return m
 
 

@@ -14,6 +14,7 @@ training run.
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict, deque
 
 import cocotb
@@ -53,6 +54,7 @@ class ChipTB:
         self.responses: dict[int, deque] = defaultdict(deque)
         self.cycle = 0
         self.monitor = None               # called with the cycle number at every falling edge
+        self.timeout = 2_000_000          # cycles to wait for a response
 
     def start(self):
         cocotb.start_soon(self._collect())
@@ -85,19 +87,57 @@ class ChipTB:
                          _pack_layout(self.cmd_l, {"core": core, "op": OPS.get(op, op), "i": i,
                                                    "j": j, "data": data & 0xFFFF_FFFF}))
 
-    async def wait(self, core, limit=5_000_000):
+    async def wait(self, core, limit=None):
+        limit = limit or self.timeout
         n = 0
         while not self.responses[core]:
             await RisingEdge(self.dut.clk)
             n += 1
-            assert n < limit, f"no response from core {core} after {n} cycles"
+            if n >= limit:
+                raise AssertionError(f"no response from core {core} after {n} cycles (cycle "
+                                     f"{self.cycle}); {self.hang_report()}")
         return self.responses[core].popleft()
+
+    def hang_report(self) -> str:
+        """What each core is doing (its phase), for a hang message."""
+        out = []
+        for pl in self.geo.cores:
+            try:
+                ph = int(getattr(self.dut, f"core{pl.core}").phase.value)
+            except (AttributeError, ValueError):
+                ph = "?"
+            out.append(f"core {pl.core}: phase {ph}")
+        return ", ".join(out)
 
     async def ok(self, core, op, i=0, j=0, data=0):
         await self.send(core, op, i, j, data)
         status, value = await self.wait(core)
         assert status == STATUS["ok"], f"core {core}: {op}(i={i}, j={j}, data={data}) answered {status}"
         return value
+
+    async def core_counters(self, core):
+        """The core's phase and engine counters (rtl/core.py COUNTERS) by name."""
+        from ..rtl.core import COUNTERS
+        return {name: await self.ok(core, "read_counter", i=i) for i, name in enumerate(COUNTERS)}
+
+    async def noc_counters(self):
+        """{plane: {node: {port: (flits, stalls)}}} of every router (read combinationally)."""
+        from ..rtl.noc import Port, counter_index
+        out = {}
+        for pi, plane in enumerate(("spike", "error", "host")):
+            out[plane] = {}
+            for k in range(len(self.geo.cores)):
+                self.dut.ctr_node.value = k
+                row = {}
+                for port in Port:
+                    vals = []
+                    for kind in (0, 1):
+                        self.dut.ctr_addr.value = counter_index(pi, port, kind)
+                        await FallingEdge(self.dut.clk)
+                        vals.append(int(self.dut.ctr_data.value))
+                    row[port.name.lower()] = vals
+                out[plane][k] = row
+        return out
 
     async def events(self, x):
         """The input layer's events of one sample ``(T, n_in)``, timestep order, then ``end``."""
@@ -286,26 +326,27 @@ class ChipScoreboard:
                           f"W{sorted(missing)[0]}", core=k)
 
 
-def _inputs(cfg, p, rng_seed):
-    """(x (S, T, n_in) 0/1, labels (S,)) of the run: digits rate-coded, or random spikes."""
+def _samples(cfg, source: str, samples: int, seed: int, density: float = 0.2):
+    """(x (S, T, n_in) 0/1, labels (S,)) of a run: digits or MNIST training images
+    rate-coded, or random spikes of ``density`` with random labels; seeded."""
     T, n_in, n_out = cfg.network.timesteps, cfg.network.layers[0], cfg.network.layers[-1]
-    S = int(p.raw.get("samples", 4))
-    g = torch.Generator().manual_seed(rng_seed)
-    if p.raw.get("input", "random") == "digits" and n_in == 64 and n_out == 10:
-        from ..model.data import load_digits, rate_encode
-        ds = load_digits()
-        idx = torch.randperm(ds.x_train.shape[0], generator=g)[:S]
+    g = torch.Generator().manual_seed(seed)
+    if source in ("digits", "mnist"):
+        from ..model.data import load_digits, load_mnist, rate_encode
+        want = (64, 10) if source == "digits" else (784, 10)
+        if (n_in, n_out) != want:
+            raise ValueError(f"input {source} needs a {want[0]}-...-{want[1]} network, got {n_in}-...-{n_out}")
+        ds = load_digits() if source == "digits" else load_mnist()
+        idx = torch.randperm(ds.x_train.shape[0], generator=g)[:samples]
         x = rate_encode(ds.x_train[idx], T, g)
         return x.to(torch.int64), ds.y_train[idx].to(torch.int64)
-    if p.raw.get("input", "random") == "mnist" and n_in == 784 and n_out == 10:
-        from ..model.data import load_mnist, rate_encode
-        ds = load_mnist()
-        idx = torch.randperm(ds.x_train.shape[0], generator=g)[:S]
-        x = rate_encode(ds.x_train[idx], T, g)
-        return x.to(torch.int64), ds.y_train[idx].to(torch.int64)
-    density = float(p.raw.get("density", 0.2))
-    x = (torch.rand(S, T, n_in, generator=g) < density).to(torch.int64)
-    return x, torch.randint(0, n_out, (S,), generator=g)
+    x = (torch.rand(samples, T, n_in, generator=g) < density).to(torch.int64)
+    return x, torch.randint(0, n_out, (samples,), generator=g)
+
+
+def _inputs(cfg, p, rng_seed):
+    return _samples(cfg, p.raw.get("input", "random"), int(p.raw.get("samples", 4)), rng_seed,
+                    float(p.raw.get("density", 0.2)))
 
 
 async def train_chip(dut):
@@ -320,7 +361,9 @@ async def train_chip(dut):
     dut.ev_in__valid.value = 0
     dut.rsp__ready.value = 1
     await reset(dut)
+    wall0 = time.monotonic()
     tb = ChipTB(dut, cfg, geo)
+    tb.timeout = int(p.raw.get("timeout_cycles", tb.timeout))
     tb.start()
     sb = ChipScoreboard(tb, seed)
     tb.monitor = sb.check
@@ -336,7 +379,8 @@ async def train_chip(dut):
     S = x.shape[0]
     out_cores = geo.layer_cores(len(cfg.network.layers) - 2)
     ip = cfg.hardware.wg_dataflow == "inplace"
-    cycles = []
+    cycles, per_core = [], []
+    want_counters = bool(p.raw.get("counters", False))
     for b0 in range(0, S, B):
         xb, yb = x[b0:b0 + B], labels[b0:b0 + B]
         old = [w.clone() for w in model.weights]
@@ -353,6 +397,8 @@ async def train_chip(dut):
             cycles.append(tb.cycle - c0)
             sb.finish_sample()
             dut._log.info(f"sample {n}: {cycles[-1]} cycles")
+            if want_counters:
+                per_core.append({pl.core: await tb.core_counters(pl.core) for pl in geo.cores})
         if not ip:
             for pl in geo.cores:
                 await tb.send(pl.core, "update")
@@ -377,11 +423,13 @@ async def train_chip(dut):
     if report:
         import json
         with open(report, "w") as f:
-            json.dump({"cycles_per_sample": cycles, "samples": S, "cores": len(geo.cores)}, f)
+            json.dump({"cycles_per_sample": cycles, "samples": S, "cores": len(geo.cores),
+                       "sim_cycles": tb.cycle, "wall_s": time.monotonic() - wall0,
+                       "core_counters": per_core, "noc": await tb.noc_counters()}, f)
 
 
 def run_chip_sim(cfg, *, seed=0, samples=4, source="random", density=0.2, waves=None,
-                 report_file=None, run_name=None):
+                 report_file=None, run_name=None, counters=False):
     """Build the chip of ``cfg`` (initial weights from ``seed``, as the model draws them)
     and train it in Verilator; raises AssertionError on the first mismatch."""
     w0 = init_weights(cfg, torch.Generator().manual_seed(seed))
@@ -390,4 +438,5 @@ def run_chip_sim(cfg, *, seed=0, samples=4, source="random", density=0.2, waves=
                       test_module=TEST_MODULE, testcase="chip_train", cfg=cfg,
                       build_key={"seed": seed}, waves=waves, run_name=run_name,
                       params={"seed": seed, "samples": samples, "input": source, "density": density,
+                              "counters": counters,
                               "report_file": str(report_file) if report_file else None})

@@ -38,3 +38,25 @@ CHIPS = [
 @pytest.mark.parametrize("seed", [1])
 def test_chip_trains_bit_exact(cfg, seed):
     run_chip_sim(cfg, seed=seed, samples=4, source="random", density=0.3)
+
+
+@pytest.mark.slow
+def test_chip_digits_two_hidden_layers_7_cores():
+    """The digits network with two hidden layers, 64-128-128-10, on 7 cores (P = 4,
+    mini-batches of 4), on rate-coded digits."""
+    cfg = load_config("digits").replace(network={"layers": [64, 128, 128, 10]},
+                                        hardware={"cores": 7}, train={"batch_size": 4})
+    run_chip_sim(cfg, seed=2, samples=8, source="digits")
+
+
+@pytest.mark.slow
+def test_chip_trainer_20core_mnist():
+    """The 20-core preset (784-144-10, in place, P = 1) on MNIST samples."""
+    run_chip_sim(load_config("trainer-20core"), seed=0, samples=2, source="mnist")
+
+
+def test_chip_too_few_cores_is_refused():
+    cfg = _cfg([12, 20, 4], 2, max_neurons=8)
+    from spikeforge.rtl.chip import Chip
+    with pytest.raises(ValueError, match="too few"):
+        Chip(cfg)

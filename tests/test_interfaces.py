@@ -44,7 +44,8 @@ def test_weight_layout_rtl_form_matches_integers(P, n_in):
 
 
 def test_codes():
-    assert OPS["write_w"] == Op.WRITE_W.value == 1 and OPS["status"] == 11 and len(OPS) == 12
+    assert OPS["write_w"] == Op.WRITE_W.value == 1 and OPS["status"] == 11 and len(OPS) == 13
+    assert OPS["train_ds"] == Op.TRAIN_DS.value == 12
     assert STATUS == {"ok": 0, "bad_op": 1, "bad_index": 2}
     assert Shape.cast(Op).width == 4 and Shape.cast(Status).width == 2
     assert interfaces.cmd_layout().size == 4 + 16 + 16 + 32 and interfaces.rsp_layout().size == 34
