@@ -262,7 +262,7 @@ class SpikeMerge(wiring.Component):
     share it: the *writer* takes every flit -- a spike word sets its ``P`` bits
     (read-modify-write, two cycles), a marker counts -- and the *scanner* reads a released
     timestep word by word (three cycles a word) and turns each set bit into one event,
-    lowest column first. The writer never waits for the core: it yields the memory ports
+    lowest column first, then a ``close`` item (``end`` after ``T-1``). The writer never waits for the core: it yields the memory ports
     only in the scanner's two cycles per word. So the spike plane always drains, whatever
     the core is doing, and a core that is frozen because its own spike words cannot leave
     can never hold up the flits another core waits for (no message-dependent deadlock).
@@ -325,8 +325,13 @@ class SpikeMerge(wiring.Component):
             with m.State("EMIT"):
                 with m.If(word == 0):
                     with m.If(w == NW - 1):
-                        m.d.sync += [cnt[rt].eq(0), rt.eq(rt + 1)]
-                        m.next = "IDLE"
+                        # the timestep is complete: close it now (the last one is closed
+                        # by ``end``), so that the core need not wait for t+1's first event
+                        with m.If(rt == T - 1):
+                            m.d.sync += [cnt[rt].eq(0), rt.eq(rt + 1)]
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "CLOSE"
                     with m.Else():
                         m.d.sync += w.eq(w + 1)
                         m.next = "READ"
@@ -335,6 +340,12 @@ class SpikeMerge(wiring.Component):
                                  ev.end.eq(0)]
                     with m.If(self.ev.ready):
                         m.d.sync += word.eq(word & (word - 1))
+
+            with m.State("CLOSE"):
+                m.d.comb += [self.ev.valid.eq(1), ev.t.eq(rt), ev.close.eq(1)]
+                with m.If(self.ev.ready):
+                    m.d.sync += [cnt[rt].eq(0), rt.eq(rt + 1)]
+                    m.next = "IDLE"
 
         # ---- writer: every flit, never waiting for the core
         with m.FSM(name="write"):

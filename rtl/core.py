@@ -9,8 +9,9 @@ and one write port (one block RAM each on an FPGA).
 
 Host side (all ``amaranth.lib.stream``):
 
-* ``ev_in`` (In, :func:`event_layout`): input events ``{t, j, end}`` of one sample in
-  non-decreasing ``t``; an item with ``end = 1`` carries no event and closes the sample.
+* ``ev_in`` (In, :func:`event_layout`): input events ``{t, j, end, close}`` of one sample in
+  non-decreasing ``t``; an item with ``end = 1`` carries no event and closes the sample, one
+  with ``close = 1`` none and closes timestep ``t`` (in place; the list ignores it).
   Accumulate dataflow: accepted only while idle, into a list of ``T*n_in`` entries (the
   loader fills the ``ev_start`` table as it goes, one extra cycle per timestep boundary).
   In place: accepted during the forward pass of ``train``/``infer``, one timestep at a
@@ -185,6 +186,8 @@ class Core(wiring.Component):
             with m.If(ev.end):
                 m.d.comb += self.ev_in.ready.eq(1)
                 m.d.sync += ld_fill.eq(1)
+            with m.Elif(ev.close):    # the list finds timestep boundaries from t alone
+                m.d.comb += self.ev_in.ready.eq(1)
             with m.Elif(ev.t == ld_t):
                 m.d.comb += self.ev_in.ready.eq(1)
                 with m.If(ld_n < g.max_events):      # more events than T*n_in: dropped
@@ -248,6 +251,9 @@ class Core(wiring.Component):
                 with m.If(ev.end):
                     m.d.comb += self.ev_in.ready.eq(1)
                     m.d.sync += [closed.eq(1), ended.eq(1)]
+                with m.Elif(ev.close & (ev.t == ld_t)):
+                    m.d.comb += self.ev_in.ready.eq(1)
+                    m.d.sync += closed.eq(1)
                 with m.Elif(ev.t == ld_t):
                     m.d.comb += self.ev_in.ready.eq(1)
                     with m.If(ld_n < n_in):          # more than n_in: a repeated column, dropped

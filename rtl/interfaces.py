@@ -155,9 +155,11 @@ def rsp_layout() -> data.StructLayout:
 
 
 def event_layout(geom) -> data.StructLayout:
-    """Payload of the core's ``ev_in`` stream: ``{t, j, end}``."""
+    """Payload of the core's ``ev_in`` stream: ``{t, j, end, close}``. ``close`` (no event):
+    timestep ``t`` has no more events -- the in-place buffer closes at once instead of
+    waiting for the next timestep's first event (the chip's barrier sends it)."""
     return data.StructLayout({"t": unsigned(ubits(geom.timesteps)), "j": unsigned(ubits(geom.n_in)),
-                              "end": unsigned(1)})
+                              "end": unsigned(1), "close": unsigned(1)})
 
 
 def ds_layout(cfg, geom) -> data.StructLayout:

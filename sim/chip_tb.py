@@ -187,8 +187,10 @@ class ChipScoreboard:
             k, l, o, g = pl.core, pl.layer, pl.offset, pl.geom
             tr = traces[l]
             T, N = g.timesteps, g.n_neurons
-            ev = [(t, j, 0) for t in range(T) for j in torch.nonzero(tr.x[b, t]).flatten().tolist()]
-            ev.append((0, 0, 1))
+            ev = []
+            for t in range(T):
+                ev += [(t, j, 0) for j in torch.nonzero(tr.x[b, t]).flatten().tolist()]
+                ev.append((t, 0, 0, 1) if t < T - 1 else (0, 0, 1))
             s = tr.s[b, :, o:o + N]
             spk = []
             for t in range(T):
@@ -257,7 +259,8 @@ class ChipScoreboard:
 
     def _ev(self, pl, value):
         w = self._w_of(pl, "ev", value)
-        got = (w["t"], w["j"], w["end"]) if not w["end"] else (0, 0, 1)
+        got = ((0, 0, 1) if w["end"] else (w["t"], 0, 0, 1) if w["close"]
+               else (w["t"], w["j"], 0))
         want = self._pop(pl, "ev", got)
         if got != want:
             self.fail(f"core {pl.core}: event {got} into the core, model {want}", core=pl.core,
