@@ -9,6 +9,7 @@ For each core count the chip is built and trained on ``--samples`` samples with 
 message checked against the model (sim/chip_tb.py: a mismatch stops the bench). Printed:
 
 * ``chip``: measured cycles per sample (mean), from the first command to the last response;
+* ``perf model``: ``model.perf.chip_sample_cycles`` on the same samples, and its error;
 * ``1 core``: the exact single-core cycle model (model/perf.py) of one core holding each
   whole layer in turn, on the same samples -- what the chip's parallelism is measured against;
 * ``fwd wait``: the share of the cores' forward phases spent waiting for input events (the
@@ -38,15 +39,20 @@ from spikeforge.rtl.geometry import ChipGeometry, CoreGeometry  # noqa: E402
 from spikeforge.sim.chip_tb import _samples, run_chip_sim  # noqa: E402
 
 
-def one_core_cycles(cfg, x, labels) -> list[int]:
-    """Cycles per sample of one core running every layer in turn (model/perf.py, exact for a core)."""
+def one_core_cycles(cfg, x, labels, geo):
+    """Cycles per sample of one core running every layer in turn (model/perf.py, exact for a
+    core), and per sample the forward phase each chip core would need with its events at hand."""
     model = FixedPointSNN(cfg, weights=init_weights(cfg, torch.Generator().manual_seed(cfg.train.seed)))
     B, P = cfg.train.batch_size, cfg.hardware.lanes
     ip = cfg.hardware.wg_dataflow == "inplace"
-    out = []
+    out, alone, est = [], [], []
     for b0 in range(0, x.shape[0], B):
         traces = model.train_step(x[b0:b0 + B], labels[b0:b0 + B])
         for s in range(min(B, x.shape[0] - b0)):
+            alone.append({pl.core: perf.core_forward_cycles(
+                [int(v) for v in traces[pl.layer].x[s].sum(dim=1)], pl.geom.n_neurons, P, ip)
+                for pl in geo.cores})
+            est.append(perf.chip_sample_cycles(cfg, geo, traces, s)["total"])
             total = 0
             for l, tr in enumerate(traces):
                 n_in, n = tr.x.shape[2], tr.s.shape[2]
@@ -64,7 +70,7 @@ def one_core_cycles(cfg, x, labels) -> list[int]:
             out.append(total)
         if not ip:
             out[-1] += sum(perf.core_update_cycles(tr.x.shape[2], tr.s.shape[2], P) for tr in traces)
-    return out
+    return out, alone, est
 
 
 def main(argv=None) -> int:
@@ -86,9 +92,9 @@ def main(argv=None) -> int:
     print(f"{args.config} ({'-'.join(map(str, sizes))}, T={base.network.timesteps}, "
           f"P={base.hardware.lanes}, {base.hardware.wg_dataflow}), {args.samples} samples of {source}, "
           f"seed {args.seed}")
-    print("| cores | mesh | chip cycles/sample | 1 core (model) | speed-up | fwd wait | bwd wait "
-          "| spike link | err link | cycles/s (cocotb) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| cores | mesh | chip cycles/sample | perf model | model error | 1 core (model) | speed-up "
+          "| cores waiting | spike link | err link | cycles/s (cocotb) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in counts:
         cfg = base.replace(hardware={"cores": n})
         geo = ChipGeometry.from_config(cfg)
@@ -98,23 +104,28 @@ def main(argv=None) -> int:
                      run_name=f"bench-{n}", counters=True)
         r = json.loads(rep.read_text())
         x, labels = _samples(cfg, source, args.samples, args.seed, 0.2)
-        ref = one_core_cycles(cfg.replace(train={"seed": args.seed}), x, labels)
+        ref, fwd_alone, chip_estimates = one_core_cycles(cfg.replace(train={"seed": args.seed}), x, labels, geo)
         chip = sum(r["cycles_per_sample"]) / len(r["cycles_per_sample"])
         one = sum(ref) / len(ref)
-        fw = fwt = bw = bwt = 0
-        for sample in r["core_counters"]:
-            for c in sample.values():
-                fwt += c["fwd_phase"]
-                fw += max(0, c["fwd_phase"] - c["fp_cycles"] - c["fp_stalls"] - 2)
-                bwt += c["bwd_phase"]
+        # waiting: the share of a sample's cycles in which a core is not computing -- its
+        # forward phase beyond what it needs with its events at hand (model/perf.py), and
+        # every cycle outside its phases (barrier, NoC, the reduced error from above)
+        busy = tot = 0
+        for s, sample in enumerate(r["core_counters"]):
+            for k, c in sample.items():
+                own = fwd_alone[s][int(k)]
+                busy += own + c["bwd_phase"] + c["upd_phase"]
+                tot += r["cycles_per_sample"][s]
         cyc = r["sim_cycles"]
         busiest = {}
         for plane in ("spike", "error"):
             busiest[plane] = max(v[0] for node in r["noc"][plane].values()
                                  for p, v in node.items() if p in ("n", "e", "s", "w")) / cyc
-        rows.append((n, chip, one))
-        print(f"| {n} | {geo.rows} x {geo.cols} | {chip:,.0f} | {one:,.0f} | {one / chip:.2f}x | "
-              f"{fw / max(fwt, 1):.0%} | - | {busiest['spike']:.3f} | {busiest['error']:.3f} | "
+        est = sum(chip_estimates) / len(chip_estimates)
+        rows.append((n, chip, one, est))
+        print(f"| {n} | {geo.rows} x {geo.cols} | {chip:,.0f} | {est:,.0f} | {est / chip - 1:+.1%} | "
+              f"{one:,.0f} | {one / chip:.2f}x | "
+              f"{1 - busy / max(tot, 1):.0%} | {busiest['spike']:.3f} | {busiest['error']:.3f} | "
               f"{r['sim_cycles'] / r['wall_s']:,.0f} |")
         print(f"  (built and ran in {time.monotonic() - t0:.0f} s)", file=sys.stderr)
     if args.plot and len(rows) > 1:
@@ -123,6 +134,7 @@ def main(argv=None) -> int:
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-", label="chip (Verilator)")
+        ax.plot([r[0] for r in rows], [r[3] for r in rows], "^:", label="chip perf model")
         ax.plot([r[0] for r in rows], [r[2] for r in rows], "s--", label="one core, layer by layer (model)")
         ax.set_xlabel("cores")
         ax.set_ylabel("cycles per training sample")

@@ -297,3 +297,121 @@ def wg_memory_bits(n_in: int, n_neurons: int, lanes: int, timesteps: int, dv_bit
         raise ValueError(f"wg_memory_bits: dataflow {dataflow!r}, expected 'accumulate' or 'inplace'")
     parts["total"] = sum(parts.values())
     return parts
+
+
+# ---------------------------------------------------------------------- the N-core chip
+#: Cycles per flit on a NoC link (rtl/noc.py: output registers only, no input buffers).
+NOC_LINK_CYCLES = 4
+#: Cycles a flit spends in each router it crosses (decide, transfer).
+NOC_HOP_CYCLES = 2
+#: Cycles per flit of the host's input events, multicast to the first layer (forks of a
+#: multicast wait for every branch's output register; measured 5 to 6 on a 4 x 5 mesh).
+NOC_MULTICAST_CYCLES = 5
+#: Cycles per reduced error word handed from ErrorReduce to its core (read, send).
+REDUCE_WORD_CYCLES = 2
+
+
+def noc_busiest_link(geometry, flows) -> int:
+    """Flits on the busiest link, inject or eject port of XY-routed unicast ``flows``
+    ``[(source core, destination core, flits), ...]`` on the geometry's mesh (an eject or
+    inject port counts like a link; rtl/noc.py's partial-row lift is ignored)."""
+    load = {}
+    cols = geometry.cols
+    for src, dst, n in flows:
+        if not n:
+            continue
+        (r, c), (dr, dc) = divmod(src, cols), divmod(dst, cols)
+        load[("inj", src)] = load.get(("inj", src), 0) + n
+        while c != dc:
+            nc = c + (1 if dc > c else -1)
+            load[(r, c, r, nc)] = load.get((r, c, r, nc), 0) + n
+            c = nc
+        while r != dr:
+            nr = r + (1 if dr > r else -1)
+            load[(r, c, nr, c)] = load.get((r, c, nr, c), 0) + n
+            r = nr
+        load[("ej", dst)] = load.get(("ej", dst), 0) + n
+    return max(load.values(), default=0)
+
+
+def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
+    """Estimated cycles of one training sample on the chip (rtl/chip.py), from the model's
+    traces of sample ``b`` -- a timestep-level schedule, not cycle-exact (bench/bench_chip.py
+    measures its error against the RTL).
+
+    Forward, per core and timestep: timestep ``t`` is released when every source's marker
+    for ``t`` has arrived (the host's events come one flit per :data:`NOC_MULTICAST_CYCLES`; a
+    core's marker leaves when its LIF wrote ``t``), plus the scan of the bitmap (three
+    cycles a 16-bit word, one per event, one to close); the core walks it once the walk of
+    ``t-1`` is over (``events(t) + 2`` to fill and take it, ``NB * max(events, 1)`` to walk,
+    :func:`fp_cycles`). Backward: a core starts when its forward is over and (hidden) its
+    reduced errors are in; it takes its exact backward phase or, when longer, one link
+    slot per error word on the busiest link its layer's words cross (:func:`noc_busiest_link`); the reduced errors follow the last error word of every
+    core above plus one hand-over per word. In place the update follows. The sample ends
+    with the last core's response. Returns ``total`` and per core ``forward_end``,
+    ``backward_end``, ``end``.
+    """
+    P, T = cfg.hardware.lanes, cfg.network.timesteps
+    ip = cfg.hardware.wg_dataflow == "inplace"
+    hop = NOC_HOP_CYCLES
+    dist = max(geometry.rows, 1) + max(geometry.cols, 1)          # a typical path in hops
+    ev = [[int(v) for v in tr.x[b].sum(dim=1)] for tr in traces]    # events per layer and t
+    step = {}                                                        # core -> done(t) list
+    cores = {}
+    # host: one flit per link slot, a marker after each timestep's events
+    host, h = [], 0
+    for t in range(T):
+        h += NOC_MULTICAST_CYCLES * (ev[0][t] + 1)
+        host.append(h)
+    for pl in geometry.cores:
+        g, l = pl.geom, pl.layer
+        NB = g.blocks
+        nw = -(-g.n_in // max(16, P))
+        src = [host] if l == 0 else [step[c.core] for c in geometry.layer_cores(l - 1)]
+        walk_end, done = 0, []
+        for t in range(T):
+            e = ev[l][t]
+            avail = max(s[t] for s in src) + dist * hop
+            close = max(walk_end + e + 1, avail + 3 * nw + e + 1)
+            walk_end = close + 2 + NB * max(e, 1)
+            done.append(walk_end + 4)
+        step[pl.core] = done
+        cores[pl.core] = {"forward_end": done[-1] + 2}
+    err_end = {}
+    for l in reversed(range(len(traces))):
+        tr = traces[l]
+        # the error words of a layer's cores share links toward the layer below: they
+        # drain in one link slot per word on the busiest link (XY routes)
+        drain = 0
+        if l > 0:
+            active = {pl.core: sum(1 for n in bp_nnz(tr.dv[b, :, pl.offset:pl.offset + pl.geom.n_neurons]) if n)
+                      for pl in geometry.layer_cores(l)}
+            flows = [(pl.core, d.core, active[pl.core] * d.geom.blocks)
+                     for pl in geometry.layer_cores(l) for d in geometry.layer_cores(l - 1)]
+            drain = NOC_LINK_CYCLES * noc_busiest_link(geometry, flows)
+        for pl in geometry.layer_cores(l):
+            g = pl.geom
+            dv = tr.dv[b, :, pl.offset:pl.offset + g.n_neurons]
+            nnz = bp_nnz(dv)
+            start = cores[pl.core]["forward_end"]
+            if not g.output_layer:
+                above = geometry.layer_cores(l + 1)
+                ready = max(err_end[c.core] for c in above) + dist * hop
+                start = max(start, ready + REDUCE_WORD_CYCLES * T * g.blocks + 2)
+            if ip:
+                bwd = core_inplace_backward_cycles(g.blocks, g.col_blocks, nnz, g.n_in)["phase"]
+            else:
+                lanes = [wg_lane_lengths(dv[t], P) for t in range(T)]
+                bwd = core_backward_schedule(g.blocks, g.col_blocks, nnz, ev[l], lanes)["phase"]
+            words = g.col_blocks * sum(1 for n in nnz if n)
+            if l > 0:
+                if words:
+                    bwd = max(bwd, drain + 8)
+                err_end[pl.core] = start + bwd + NOC_LINK_CYCLES * len(geometry.layer_cores(l - 1))
+            end = start + bwd + 1
+            if ip:
+                ab, ac = inplace_active(tr.x[b], dv, P)
+                end += core_inplace_update_cycles(ab, ac)
+            cores[pl.core].update(backward_end=start + bwd, end=end + dist * hop)
+    total = max(c["end"] for c in cores.values())
+    return {"total": total, "cores": cores}
