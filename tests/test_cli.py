@@ -241,3 +241,14 @@ def test_progress_not_a_tty_one_line_per_epoch():
     lines = s.getvalue().splitlines()
     assert len(lines) == 3
     assert [("epoch %d/3" % i) in lines[i - 1] for i in (1, 2, 3)] == [True] * 3
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (("--cores", "0"), "--cores"),
+    (("--cores", "1"), "too few"),
+    (("--input", "digits"), "--input digits needs"),
+    (("--config", "no-such-preset"), "no-such-preset"),
+])
+def test_sim_chip_user_errors(argv, needle):
+    """Bad input to `sim chip` is refused before anything is built: one line, exit 2."""
+    assert_user_error(run("sim", "chip", *argv), needle)
