@@ -57,7 +57,8 @@ def one_core_cycles(cfg, x, labels, geo):
             for l, tr in enumerate(traces):
                 n_in, n = tr.x.shape[2], tr.s.shape[2]
                 ev = [int(v) for v in tr.x[s].sum(dim=1)]
-                nnz = [int(v) for v in (tr.dv[s] != 0).sum(dim=1)]
+                # the first layer computes no error to the input, on one core as on the chip
+                nnz = [int(v) for v in (tr.dv[s] != 0).sum(dim=1)] if l > 0 else [0] * len(ev)
                 if ip:
                     ab, ac = perf.inplace_active(tr.x[s], tr.dv[s], P)
                     c = perf.core_inplace_sample_cycles(n_in, n, P, nnz, ev, ab, ac)

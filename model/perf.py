@@ -392,7 +392,8 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
         for pl in geometry.layer_cores(l):
             g = pl.geom
             dv = tr.dv[b, :, pl.offset:pl.offset + g.n_neurons]
-            nnz = bp_nnz(dv)
+            # the error unit's work: none on the first layer (geom.errors False)
+            nnz = bp_nnz(dv) if g.errors else [0] * T
             start = cores[pl.core]["forward_end"]
             if not g.output_layer:
                 above = geometry.layer_cores(l + 1)

@@ -313,7 +313,9 @@ class BPEngine(wiring.Component):
         L = [Signal(lw, name=f"L{q}") for q in range(P)]
         for q in range(P):
             m.d.comb += L[q].eq(Mux(ebuf, len_reg[1][q], len_reg[0][q]))
-        ne = Cat(*[L[q] != 0 for q in range(P)])
+        # lanes with dv to multiply; none on a core whose errors nobody needs (geom.errors
+        # False: the first layer), so that every timestep takes the one-cycle skip
+        ne = Cat(*[L[q] != 0 for q in range(P)]) if g.errors else Const(0, P)
         first_lane = Signal(max(1, lp))
         for q in reversed(range(P)):              # lowest non-empty lane
             with m.If(ne[q]):

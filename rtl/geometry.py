@@ -21,6 +21,9 @@ class CoreGeometry:
     lanes: int
     #: True on the output layer: BP forms ds from spike counts and the label.
     output_layer: bool = True
+    #: False on the first layer of a chip: nobody needs the error to the input spikes, so
+    #: BP skips its error phase (one cycle a timestep) and sends no error words.
+    errors: bool = True
 
     def __post_init__(self):
         for name in ("n_in", "n_neurons", "timesteps", "lanes"):
@@ -147,7 +150,8 @@ class ChipGeometry:
                 nb = blocks[l] // c + (1 if m < blocks[l] % c else 0)
                 cnt = min(nb * P, n_out - off)
                 g = CoreGeometry(n_in=sizes[l], n_neurons=cnt, timesteps=cfg.network.timesteps,
-                                 lanes=hw.lanes, output_layer=(l == len(per_layer) - 1))
+                                 lanes=hw.lanes, output_layer=(l == len(per_layer) - 1),
+                                 errors=(l > 0))
                 placed.append(CorePlacement(core=k, layer=l, offset=off, geom=g,
                                             row=k // cols, col=k % cols))
                 off += cnt

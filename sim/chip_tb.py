@@ -200,9 +200,9 @@ class ChipScoreboard:
                         spk.append((t, blk, bits))
             exp = {"ev": deque(ev), "spk": deque(spk), "err": deque(), "ds": deque()}
             dv = tr.dv[b, :, o:o + N]
-            # (the first layer's cores compute theirs too; the chip drops them)
+            # (none from the first layer's cores: nobody needs the error to the input)
             w = weights[l][o:o + N]
-            for t in reversed(range(T)):
+            for t in (reversed(range(T)) if g.errors else ()):
                 if torch.any(dv[t] != 0):
                     e = (dv[t].to(torch.int64)[None, :] @ w.to(torch.int64))[0]
                     for jb in range(g.col_blocks):
