@@ -27,6 +27,7 @@ def _cfg(layers, cores, *, lanes=1, max_neurons=8, dataflow="accumulate", batch=
 
 
 CHIPS = [
+    pytest.param(_cfg([10, 6], 1, dataflow="inplace"), id="1c-10-6-inplace-P1"),
     pytest.param(_cfg([12, 6, 4], 2), id="2c-12-6-4-acc-P1"),
     pytest.param(_cfg([12, 10, 5], 3, dataflow="inplace", max_neurons=5), id="3c-12-10-5-inplace-P1"),
     pytest.param(_cfg([16, 12, 8, 6], 7, lanes=2, max_neurons=4, rounding="stochastic"),
