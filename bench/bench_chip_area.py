@@ -58,13 +58,18 @@ def main(argv=None) -> int:
                   (f"SpikeMerge, layer {last}", "last",
                    lambda: C.SpikeMerge(cfg, out.geom, len(geo.layer_cores(last - 1)))),
                   ("ErrorSource", "last", lambda: C.ErrorSource(cfg, geo, out.core))]
+    from spikeforge.rtl.noc import MeshShape, Router
+    mesh = MeshShape.from_chip(geo)
+    mid = mesh.node(min(1, mesh.rows - 1), min(1, mesh.cols - 1))
+    comps.append(("Router (the chip's planes, counters off)", "all",
+                  lambda: Router(mesh, mid, C.chip_planes(cfg, geo), counters=False)))
     noc = _noc_bench()
     print(f"{args.config}: chip adapters on {board.name}, out of context, target {args.target_mhz:g} MHz")
     print("| adapter | on | LUT4 sites | FF | EBR | fmax MHz | critical path |")
     print("|---|---|---|---|---|---|---|")
     per = {"first": 0, "last": 0}
     for name, where, make in comps:
-        tag = name.split(",")[0].split(" ")[0] + "-" + where
+        tag = name.split(",")[0].split(" ")[0].strip("()") + "-" + where
         row = noc._build(name, make(), board, Path(args.out) / tag, target_mhz=args.target_mhz,
                          synth_only=args.synth_only)
         res = row["resources"]
@@ -77,7 +82,8 @@ def main(argv=None) -> int:
             per[where] += res["comb"]
         elif where == "all":
             per = {k: v + res["comb"] for k, v in per.items()}
-    print(f"adapters per layer-0 core: {per['first']:,} LUT4 sites; per layer-{last} core: {per['last']:,}")
+    print(f"adapters and router per layer-0 core: {per['first']:,} LUT4 sites; per layer-{last} core: "
+          f"{per['last']:,}")
     return 0
 
 
