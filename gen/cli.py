@@ -302,6 +302,32 @@ def _save_weights(path: str, cfg: Config, result, backend: str) -> None:
         raise UserError(f"--save-weights: cannot write {path}: {e}") from None
 
 
+# ------------------------------------------------------------------------------ generate
+def cmd_generate(args, out: TextIO) -> int:
+    """``spikeforge generate``: the chip's Verilog, manifest and report (gen/chipgen.py)."""
+    from .chipgen import MappingError, generate
+
+    cfg = _load(args.config)
+    n = cfg.hardware.cores if args.cores is None else args.cores
+    name = Path(args.config).stem if args.config else "default"
+    dest = Path(args.out) if args.out else Path("build") / f"chip-{name}-{n}c"
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"generate: {msg}", file=sys.stderr))
+    t0 = time.monotonic()
+    try:
+        man = generate(cfg, dest, cores=args.cores, force=args.force, log=say)
+    except MappingError as e:
+        raise UserError(str(e)) from None
+    except FileExistsError as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{dest}: cannot write: {e.strerror or e}") from None
+    est = man["resource_estimate"]["total"]
+    out.write(f"{dest}: {man['mesh']['cores']} cores on a {man['mesh']['rows']} x {man['mesh']['cols']} mesh, "
+              f"network {'-'.join(map(str, cfg.network.layers))}; estimate {est['comb']:,} LUT4 sites, "
+              f"{est['ebr']} EBR, {est['dsp']} MULT18 ({time.monotonic() - t0:.1f} s)\n")
+    return 0
+
+
 # --------------------------------------------------------------------------------- parser
 def _int_flag(text: str) -> int:
     try:
@@ -360,6 +386,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the final integer weights + config (for export, --init)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
     t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser(
+        "generate", help="write the N-core chip's Verilog, manifest.json and report.md",
+        description="Map the config's network onto the cores of the chip, check that it fits, and "
+                    "write DIR/chip.v (top spikeforge_chip), DIR/manifest.json (mesh, per-core "
+                    "mapping, memory map, NoC message formats, protocol version, resource "
+                    "estimate) and DIR/report.md. Atomic: on any error no DIR is left.")
+    g.add_argument("--config", metavar="FILE|PRESET", default="trainer-20core",
+                   help="YAML config or preset (default: trainer-20core)")
+    g.add_argument("--cores", type=_int_flag, default=None, metavar="N",
+                   help="cores on the mesh, 1..1024 (default: the config's hardware.cores)")
+    g.add_argument("-o", "--out", metavar="DIR", default=None,
+                   help="output directory (default: build/chip-<config>-<N>c)")
+    g.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    g.set_defaults(func=cmd_generate)
 
     # `spikeforge sim ...` lives with the testbenches (sim/cli.py).
     from spikeforge.sim.cli import add_sim_parser

@@ -283,7 +283,7 @@ class SpikeMerge(wiring.Component):
         WB = max(BITMAP_WORD, P)
         lw = WB.bit_length() - 1
         NW = -(-n_in // WB)
-        mem = Memory(shape=WB, depth=T * NW, init=[])
+        mem = Memory(shape=WB, depth=max(T * NW, 2), init=[])
         m.submodules.bitmap = mem
         rp, wp = mem.read_port(), mem.write_port()
         cnt = Array(Signal(range(self.sources + 1), name=f"marks{t}") for t in range(T))
@@ -436,7 +436,7 @@ class ErrorReduce(wiring.Component):
         T, NB, P = g.timesteps, g.blocks, g.lanes
         EW = chip_error_width(cfg)
         acc_l = data.ArrayLayout(signed(EW), P)
-        mem = Memory(shape=acc_l, depth=T * NB, init=[])
+        mem = Memory(shape=acc_l, depth=max(T * NB, 2), init=[])
         m.submodules.acc = mem
         rp, wp = mem.read_port(), mem.write_port()
         f = self.flits.payload

@@ -326,7 +326,7 @@ class Core(wiring.Component):
 
         # ------------------------------------------------------------- S, M histories
         for name in ("s", "m"):
-            mem = Memory(shape=P, depth=T * NB, init=[])
+            mem = Memory(shape=P, depth=max(T * NB, 2), init=[])
             m.submodules[f"{name}_hist"] = mem
             rp, wp = mem.read_port(), mem.write_port()
             m.d.comb += [
@@ -340,7 +340,7 @@ class Core(wiring.Component):
         # ------------------------------------------------------------------- counts
         cnt_rdata = []
         for q in range(P):
-            mem = Memory(shape=cb, depth=NB, init=[])
+            mem = Memory(shape=cb, depth=max(NB, 2), init=[])   # depth 1: no address bits
             m.submodules[f"cnt{q}"] = mem
             rp, wp = mem.read_port(), mem.write_port()
             raddr = fp.cnt_raddr[q] if not g.output_layer else Mux(phase == BWD, bp.cnt_raddr[q], fp.cnt_raddr[q])
@@ -362,7 +362,7 @@ class Core(wiring.Component):
             dsp = self.ds_in.payload
             m.d.comb += self.ds_in.ready.eq(idle_ok | ds_wait)
             for q in range(P):
-                mem = Memory(shape=signed(a.error_bits), depth=T * NB, init=[])
+                mem = Memory(shape=signed(a.error_bits), depth=max(T * NB, 2), init=[])
                 m.submodules[f"ds{q}"] = mem
                 rp, wp = mem.read_port(), mem.write_port()
                 m.d.comb += [

@@ -149,7 +149,7 @@ class FPEngine(wiring.Component):
         # ------------------------------------------------------------ private h memory
         h_rd, h_wr = [], []
         for q in range(P):
-            mem = Memory(shape=signed(mb), depth=NB, init=[])
+            mem = Memory(shape=signed(mb), depth=max(NB, 2), init=[])   # depth 1: no address bits
             m.submodules[f"h{q}"] = mem
             h_rd.append(mem.read_port())
             h_wr.append(mem.write_port())

@@ -237,7 +237,7 @@ class WGEngine(wiring.Component):
         if stochastic:
             rng_rd, rng_wr = [], []
             for q in range(P):
-                mem = Memory(shape=32, depth=NB, init=[])
+                mem = Memory(shape=32, depth=max(NB, 2), init=[])   # depth 1: no address bits
                 m.submodules[f"rng{q}"] = mem
                 rng_rd.append(mem.read_port())
                 rng_wr.append(mem.write_port())
