@@ -23,8 +23,8 @@ the whole raster has been checked are the sample's commands issued and the bitma
 into events (``t`` order, lowest column first, then ``end``; the scan clears it). A raster
 fault shows only at its end (a gap-coded spike past ``T x n_in``, bits past ``n_in`` in a
 bitmap row), so streaming the events to the chip as they are decoded could not keep
-"``bad_arg``: nothing changed". Encodings: ``bitmap`` and ``gaps`` (``masks``: ``bad_arg``,
-its feature bit clear).
+"``bad_arg``: nothing changed". All three encodings are decoded (``bitmap``, ``gaps``,
+``masks``); a ``masks`` raster whose size disagrees with its active inputs is ``bad_len``.
 
 ``set_seeds`` is staged the same way (the seeds into a ``max_neurons x 32`` memory, then
 ``write_rng`` per seed), because a zero seed anywhere refuses the whole request.
@@ -62,7 +62,7 @@ _FIXED = (hp.Op.VERSION, hp.Op.STATUS, hp.Op.READ_COUNTERS, hp.Op.READ_WEIGHTS,
 
 
 def executor_features(cfg) -> hp.Feature:
-    f = hp.Feature.ENC_GAPS
+    f = hp.Feature.ENC_GAPS | hp.Feature.ENC_MASKS
     if not inplace(cfg):
         f |= hp.Feature.UPDATE
     if cfg.arithmetic.rounding == "stochastic":
@@ -81,10 +81,15 @@ class RasterBuffer(wiring.Component):
     """A sample's raster: decoded from payload bytes into a ``T x RB`` byte bitmap
     (``RB = ceil(n_in / 8)``), then scanned into chip events.
 
-    * ``start`` (pulse): a new raster, encoding ``enc`` (0 bitmap, 1 gaps);
+    * ``start`` (pulse): a new raster, encoding ``enc`` (0 bitmap, 1 gaps, 2 masks);
     * ``byte`` (In stream): its bytes; ``flush`` (pulse, once ``busy`` is low after the last
       byte): the gap decoder writes its open byte; ``bad`` (Out): the raster is malformed
-      (a bitmap bit past ``n_in``; a gap-coded spike past ``T x n_in``);
+      (a bitmap bit past ``n_in``; a gap-coded spike past ``T x n_in``; an active bit past
+      ``n_in``, an empty timestep mask or one with bits past ``T``); ``bad_size`` (Out): a
+      ``masks`` raster with more or fewer bytes than its active inputs need;
+    * ``masks``: the active bitmap goes into a small ``RB``-byte memory; then each
+      timestep mask (of the next active input ``j``) sets bit ``j`` in the rows of its set
+      bits, read-modify-write (two cycles per spike);
     * ``scan`` (pulse): events ``{t, j}`` in ``t`` order then ``end`` on ``ev``, clearing the
       bitmap; with ``discard`` the bitmap is only cleared (a refused raster); ``scanning``.
     """
@@ -94,9 +99,9 @@ class RasterBuffer(wiring.Component):
         self.RB = -(-self.n_in // 8)
         self.ev_layout = chip_event_layout(cfg)
         super().__init__({
-            "enc": In(1), "start": In(1), "flush": In(1), "scan": In(1), "discard": In(1),
+            "enc": In(2), "start": In(1), "flush": In(1), "scan": In(1), "discard": In(1),
             "byte": In(stream.Signature(8)),
-            "busy": Out(1), "bad": Out(1), "scanning": Out(1),
+            "busy": Out(1), "bad": Out(1), "bad_size": Out(1), "scanning": Out(1),
             "ev": Out(stream.Signature(self.ev_layout)),
         })
 
@@ -105,7 +110,11 @@ class RasterBuffer(wiring.Component):
         m.submodules.bits = mem = Memory(shape=8, depth=self.T * self.RB, init=[])
         self.rp, self.wp = mem.read_port(), mem.write_port()
         self.dec_we, self.dec_addr, self.dec_data = Signal(), Signal.like(self.wp.addr), Signal(8)
+        self.dec_raddr = Signal.like(self.rp.addr)
+        self.gaps_busy, self.masks_busy = Signal(), Signal()
+        m.d.comb += self.busy.eq(Mux(self.enc == 1, self.gaps_busy, Mux(self.enc == 2, self.masks_busy, 0)))
         self._decoder(m)
+        self._masks(m)
         self._scanner(m)
         return m
 
@@ -121,7 +130,7 @@ class RasterBuffer(wiring.Component):
         hi = Signal(4)
         have_hi, work = Signal(), Signal()
         cur_addr, cur = Signal.like(self.wp.addr), Signal(8)
-        m.d.comb += self.busy.eq(work)
+        m.d.comb += self.gaps_busy.eq(work)
 
         def load(nib):
             return [s.eq(nib), spike.eq(nib != 15), work.eq(1)]
@@ -137,6 +146,8 @@ class RasterBuffer(wiring.Component):
                 if n_in % 8:
                     with m.If((b == RB - 1) & (self.byte.payload >> (n_in % 8) != 0)):
                         m.d.sync += self.bad.eq(1)
+        with m.Elif(self.enc != 1):
+            pass                                                # masks: _masks
         with m.Elif(~work):
             m.d.comb += self.byte.ready.eq(1)
             with m.If(self.byte.valid):
@@ -175,6 +186,87 @@ class RasterBuffer(wiring.Component):
                 with m.Else():
                     m.d.sync += [work.eq(0), s.eq(0)]
 
+    def _masks(self, m):
+        """The ``masks`` decoder: states ACT (active bitmap), NEXT (the next active input),
+        LOADACT, BYTE (a mask byte), BIT (its set bits), RMW, DONE (every input seen)."""
+        T, n_in, RB = self.T, self.n_in, self.RB
+        MB = -(-T // 8)
+        m.submodules.act = act = Memory(shape=8, depth=RB, init=[])
+        arp, awp = act.read_port(), act.write_port()
+        ACT, NEXT, LOADACT, BYTE, BIT, RMW, DONE = range(7)
+        st = Signal(3)
+        g = Signal(range(RB + 1))              # ACT: bytes in; NEXT: next active group
+        cur = Signal(8)                        # active bits of group g - 1 not yet done
+        j = Signal(range(8 * RB))
+        mb = Signal(range(MB + 1))             # mask byte of input j
+        word = Signal(8)
+        seen = Signal()                        # input j's mask has a set bit
+        low_c, low_w = Signal(3), Signal(3)
+        for k in reversed(range(8)):
+            with m.If(cur[k]):
+                m.d.comb += low_c.eq(k)
+            with m.If(word[k]):
+                m.d.comb += low_w.eq(k)
+        from .geometry import mul_const
+        addr = Signal.like(self.wp.addr)
+        m.d.comb += [addr.eq(mul_const(Cat(low_w, mb), RB) + (j >> 3)),
+                     self.masks_busy.eq((st != ACT) & (st != BYTE) & (st != DONE)),
+                     arp.addr.eq(g), awp.addr.eq(g), awp.data.eq(self.byte.payload),
+                     self.dec_raddr.eq(addr)]
+        with m.If(self.start):
+            m.d.sync += [st.eq(ACT), g.eq(0), cur.eq(0), self.bad_size.eq(0)]
+        with m.Elif(self.enc == 2):
+            with m.If(self.flush & (st != DONE)):
+                m.d.sync += self.bad_size.eq(1)        # bytes missing
+            with m.Switch(st):
+                with m.Case(ACT):
+                    m.d.comb += [self.byte.ready.eq(1), awp.en.eq(self.byte.valid)]
+                    with m.If(self.byte.valid):
+                        m.d.sync += g.eq(g + 1)
+                        with m.If(g == RB - 1):
+                            m.d.sync += [st.eq(NEXT), g.eq(0)]
+                            if n_in % 8:
+                                with m.If(self.byte.payload >> (n_in % 8) != 0):
+                                    m.d.sync += self.bad.eq(1)
+                with m.Case(NEXT):
+                    with m.If(cur != 0):
+                        m.d.sync += [j.eq(Cat(low_c, g - 1)), cur.eq(cur & (cur - 1)), mb.eq(0),
+                                     seen.eq(0), st.eq(BYTE)]
+                    with m.Elif(g == RB):
+                        m.d.sync += st.eq(DONE)
+                    with m.Else():
+                        m.d.sync += st.eq(LOADACT)     # act[g] is on the read port next cycle
+                with m.Case(LOADACT):
+                    m.d.sync += [cur.eq(arp.data), g.eq(g + 1), st.eq(NEXT)]
+                with m.Case(BYTE):
+                    m.d.comb += self.byte.ready.eq(1)
+                    with m.If(self.byte.valid):
+                        m.d.sync += [word.eq(self.byte.payload), st.eq(BIT)]
+                        if T % 8:
+                            with m.If((mb == MB - 1) & (self.byte.payload >> (T % 8) != 0)):
+                                m.d.sync += self.bad.eq(1)
+                with m.Case(BIT):
+                    with m.If(word == 0):
+                        m.d.sync += mb.eq(mb + 1)
+                        with m.If(mb == MB - 1):
+                            m.d.sync += st.eq(NEXT)
+                            with m.If(~seen):
+                                m.d.sync += self.bad.eq(1)     # an active input never spikes
+                        with m.Else():
+                            m.d.sync += st.eq(BYTE)
+                    with m.Elif(Cat(low_w, mb) >= T):
+                        m.d.sync += [word.eq(word & (word - 1)), seen.eq(1)]   # flagged in BYTE
+                    with m.Else():
+                        m.d.sync += st.eq(RMW)           # the row's byte is on the read port next
+                with m.Case(RMW):
+                    m.d.comb += [self.dec_we.eq(1), self.dec_addr.eq(addr),
+                                 self.dec_data.eq(self.rp.data | (Const(1, 8) << j[:3]))]
+                    m.d.sync += [word.eq(word & (word - 1)), seen.eq(1), st.eq(BIT)]
+                with m.Case(DONE):
+                    m.d.comb += self.byte.ready.eq(1)
+                    with m.If(self.byte.valid):
+                        m.d.sync += self.bad_size.eq(1)    # bytes past the last mask
+
     def _scanner(self, m):
         T, RB = self.T, self.RB
         a = Signal(range(T * RB))
@@ -187,7 +279,8 @@ class RasterBuffer(wiring.Component):
                 m.d.comb += low.eq(k)
         ev = self.ev.payload
         rp, wp = self.rp, self.wp
-        m.d.comb += [wp.addr.eq(self.dec_addr), wp.data.eq(self.dec_data), wp.en.eq(self.dec_we)]
+        m.d.comb += [wp.addr.eq(self.dec_addr), wp.data.eq(self.dec_data), wp.en.eq(self.dec_we),
+                     rp.addr.eq(self.dec_raddr)]
         with m.FSM(name="scan"):
             with m.State("IDLE"):
                 with m.If(self.scan):
@@ -470,7 +563,7 @@ class Executor(wiring.Component):
         label, enc, t, nin = a[:16], a[16:24], a[24:32], a[32:48]
         raster = T * (-(-n_in // 8))
         train = self.op == int(hp.Op.TRAIN)
-        with m.If((t != T) | (nin != n_in) | (enc > int(hp.Enc.GAPS))):
+        with m.If((t != T) | (nin != n_in) | (enc > int(hp.Enc.MASKS))):
             self._fail(m, Status.BAD_ARG)
         with m.Elif((enc == int(hp.Enc.BITMAP)) & (self.len != 6 + raster)):
             self._fail(m, Status.BAD_LEN)
@@ -478,7 +571,7 @@ class Executor(wiring.Component):
             self._fail(m, Status.BAD_ARG)
         with m.Else():
             m.d.comb += [self.rb.start.eq(1)]
-            m.d.sync += [self.left.eq(self.len - 6), self.rb.enc.eq(enc[0])]
+            m.d.sync += [self.left.eq(self.len - 6), self.rb.enc.eq(enc[:2])]
             m.next = "RASTER"
 
     # ------------------------------------------------------------------ command loop
@@ -582,9 +675,9 @@ class Executor(wiring.Component):
                 m.d.comb += rb.flush.eq(1)
                 m.next = "RASTER_END"
         with m.State("RASTER_END"):
-            with m.If(rb.bad):
+            with m.If(rb.bad | rb.bad_size):
                 m.d.comb += [rb.scan.eq(1)]
-                m.d.sync += rb.discard.eq(1)
+                m.d.sync += [rb.discard.eq(1), self.status.eq(Mux(rb.bad_size, Status.BAD_LEN, Status.BAD_ARG))]
                 m.next = "DISCARD"
             with m.Elif(self.op == int(hp.Op.TRAIN)):
                 self._start_loop(m, Op.SET_LABEL, len(self.out_cores), core=first_out, inc_core=1)
@@ -593,8 +686,8 @@ class Executor(wiring.Component):
                 self._start_run(m)
         with m.State("DISCARD"):
             with m.If(~rb.scanning):
-                m.d.sync += rb.discard.eq(0)
-                self._fail(m, Status.BAD_ARG)
+                m.d.sync += [rb.discard.eq(0), self.rlen.eq(0)]
+                m.next = "REPLY_END"
         with m.State("RUN"):
             self._run(m)
 

@@ -160,13 +160,12 @@ class HostChipTB:
         return list(struct.unpack(f"<{len(data) // 4}I", data))
 
     async def train(self, raster, label: int, enc=None, **kw) -> list[int]:
-        """One sample (``raster``: T rows of n_in 0/1); the output layer's spike counts."""
-        return list(await self.request(hp.Op.TRAIN, hp.pack_sample(raster, label, enc,
-                                                                  encs=(hp.Enc.BITMAP, hp.Enc.GAPS)), **kw))
+        """One sample (``raster``: T rows of n_in 0/1; ``enc`` None: the shortest encoding);
+        the output layer's spike counts."""
+        return list(await self.request(hp.Op.TRAIN, hp.pack_sample(raster, label, enc), **kw))
 
     async def infer(self, raster, enc=None, **kw) -> list[int]:
-        return list(await self.request(hp.Op.INFER, hp.pack_sample(raster, hp.NO_LABEL, enc,
-                                                                  encs=(hp.Enc.BITMAP, hp.Enc.GAPS)), **kw))
+        return list(await self.request(hp.Op.INFER, hp.pack_sample(raster, hp.NO_LABEL, enc), **kw))
 
     async def update(self, **kw):
         await self.request(hp.Op.UPDATE, **kw)

@@ -5,17 +5,17 @@ Verilator, driven only through protocol frames (docs/protocol.md): frames encode
 
 The cocotb test ``executor`` (seeded; the seed is in every assertion message):
 
-* ``version`` and ``status`` as documented (features: gaps, update only in the accumulate
-  dataflow; no masks);
+* ``version`` and ``status`` as documented (features: gaps, masks, update only in the
+  accumulate dataflow);
 * random i16 weights written in bulk (a row per frame) and read back; seeds written and
   read back; core and link counters;
 * every error path: ``bad_len`` (short, long, fixed-size ops with extra bytes, bitmap rasters
-  of the wrong size), ``bad_index`` (core, row, column range, seed range, counter range),
-  ``bad_arg`` (T, n_in, masks and unknown encodings, labels, a gap past the raster, bitmap
-  padding bits, a zero seed), ``unknown_op``, ``busy`` (``update`` in place) -- after all of
-  them the weights, seeds and sample count are unchanged;
+  of the wrong size, masks rasters a byte short or long), ``bad_index`` (core, row, column range, seed range, counter range),
+  ``bad_arg`` (T, n_in, an unknown encoding, labels, a gap past the raster, bitmap and
+  active-bitmap padding bits, an empty timestep mask or one past ``T``, a zero seed),
+  ``unknown_op``, ``busy`` (``update`` in place) -- after all of them the weights, seeds and sample count are unchanged;
 * training: the model's initial weights written over the protocol, ``samples`` samples
-  (bitmap and gap encodings at random) in mini-batches of ``train.batch_size``: every
+  (bitmap, gap and mask encodings at random) in mini-batches of ``train.batch_size``: every
   reply's spike counts equal ``FixedPointSNN.train_step``'s, ``update`` after each batch
   (accumulate) or ``busy`` (in place); an ``infer``; a retry answered from the cache without
   a second training step; the final weights read back over the protocol equal the model's.
@@ -55,7 +55,7 @@ async def check_ops(tb: HostChipTB, cfg, geo, rng, seed):
     assert (v.protocol, v.max_payload, v.n_cores, v.timesteps, v.layers) == \
         (1, 2048, len(geo.cores), cfg.network.timesteps, tuple(cfg.network.layers)), f"{v} [seed={seed}]"
     sr = cfg.arithmetic.rounding == "stochastic"
-    want = hp.Feature.ENC_GAPS | (0 if ip else hp.Feature.UPDATE) | (hp.Feature.STOCHASTIC if sr else 0)
+    want = hp.Feature.ENC_GAPS | hp.Feature.ENC_MASKS | (0 if ip else hp.Feature.UPDATE) | (hp.Feature.STOCHASTIC if sr else 0)
     assert v.features == want, f"features {v.features!r}, expected {want!r} [seed={seed}]"
     assert await tb.status() == (0, 0, 0), f"status after reset [seed={seed}]"
     # random weights, a row per frame, read back whole and in random pieces
@@ -120,6 +120,10 @@ async def check_errors(tb: HostChipTB, cfg, geo, rng, seed):
     padded = bytearray(bitmap)
     if n_in % 8:
         padded[6 + (n_in + 7) // 8 - 1] |= 0x80           # a bit past n_in in row 0
+    raster[rng.randrange(T)][rng.randrange(n_in)] = 1      # at least one active input
+    masks = hp.pack_sample(raster, 0, hp.Enc.MASKS)
+    MB = (T + 7) // 8
+    act1 = bytes([1]) + bytes((n_in + 7) // 8 - 1)          # input 0 active
     zero_seeds = [rng.randrange(1, 1 << 32) for _ in range(N)]
     zero_seeds[rng.randrange(N)] = 0
     cases = [
@@ -156,7 +160,10 @@ async def check_errors(tb: HostChipTB, cfg, geo, rng, seed):
         (hp.Op.TRAIN, struct.pack("<HBBH", 0, 0, T + 1, n_in) + bytes((T + 1) * ((n_in + 7) // 8)), S.BAD_ARG),
         (hp.Op.TRAIN, struct.pack("<HBBH", 0, 1, T, n_in + 1), S.BAD_ARG),
         (hp.Op.INFER, struct.pack("<HBBH", hp.NO_LABEL, 1, T - 1, n_in), S.BAD_ARG),
-        (hp.Op.TRAIN, hp.pack_sample(raster, 0, hp.Enc.MASKS), S.BAD_ARG),
+        (hp.Op.TRAIN, masks[:-1], S.BAD_LEN),                        # a mask byte short
+        (hp.Op.INFER, masks + b"\x01", S.BAD_LEN),                   # a byte past the last mask
+        (hp.Op.TRAIN, head[:2] + b"\x02" + head[3:], S.BAD_LEN),      # no active bitmap
+        (hp.Op.TRAIN, head[:2] + b"\x02" + head[3:] + act1 + bytes(MB), S.BAD_ARG),    # empty mask
         (hp.Op.TRAIN, struct.pack("<HBBH", 0, 3, T, n_in), S.BAD_ARG),
         (hp.Op.TRAIN, hp.pack_sample(raster, n_out, hp.Enc.GAPS), S.BAD_ARG),
         (hp.Op.TRAIN, hp.pack_sample(raster, hp.NO_LABEL, hp.Enc.BITMAP), S.BAD_ARG),
@@ -170,8 +177,15 @@ async def check_errors(tb: HostChipTB, cfg, geo, rng, seed):
         # update: the in-place dataflow has none
         (hp.Op.UPDATE, b"", S.BUSY if ip else S.OK),
     ]
+    if T % 8:           # a timestep mask bit at t = T
+        cases.append((hp.Op.TRAIN, head[:2] + b"\x02" + head[3:] + act1 + (1 << T).to_bytes(MB, "little"),
+                      S.BAD_ARG))
     if n_in % 8:
         cases.append((hp.Op.TRAIN, bytes(padded), S.BAD_ARG))
+        pad_act = bytearray(act1)
+        pad_act[-1] |= 0x80                                     # an active bit past n_in
+        cases.append((hp.Op.TRAIN, head[:2] + b"\x02" + head[3:] + bytes(pad_act) + b"\x01" * 2 * MB,
+                      S.BAD_ARG))
     rng.shuffle(cases)
     for op, payload, want in cases:
         await tb.request(op, payload, expect=want, what=f"{hp.Op(op).name if op in {int(o) for o in hp.Op} else hex(op)}"
@@ -209,7 +223,7 @@ async def check_training(tb: HostChipTB, cfg, geo, rng, seed, samples, density):
         xb, yb = x[b0:b0 + B], labels[b0:b0 + B]
         traces = model.train_step(xb, yb)
         for s in range(len(xb)):
-            enc = rng.choice([hp.Enc.BITMAP, hp.Enc.GAPS])
+            enc = rng.choice(list(hp.Enc))
             encs.append(enc.name)
             got = await tb.train(xb[s].tolist(), int(yb[s]), enc)
             cycles.append(tb.last_cycles)
@@ -282,8 +296,9 @@ def _seed():
 CHIPS = {
     "accumulate": _cfg("accumulate"),
     "inplace": _cfg("inplace"),
-    # 5 cores, two of them output cores (labels and counts span cores), P = 2
-    "5c-acc-P2": _cfg("accumulate").replace(network={"layers": [12, 12, 8]},
+    # 5 cores, two of them output cores (labels and counts span cores), P = 2, T = 10
+    # (two-byte timestep masks)
+    "5c-acc-P2-T10": _cfg("accumulate").replace(network={"layers": [12, 12, 8], "timesteps": 10},
                                             hardware={"cores": 5, "lanes": 2, "max_neurons": 4}),
 }
 
@@ -334,4 +349,4 @@ def test_version_payload():
         v = hp.unpack_version(version_bytes(cfg, ChipGeometry.from_config(cfg), 2048))
         assert v.layers == (12, 6, 4) and v.n_cores == 2 and v.timesteps == 4
         assert bool(v.features & hp.Feature.UPDATE) == (df == "accumulate")
-        assert not v.features & hp.Feature.ENC_MASKS
+        assert v.features & hp.Feature.ENC_MASKS and v.features & hp.Feature.ENC_GAPS
