@@ -1,0 +1,63 @@
+"""The chip behind its host link: :class:`HostChip` = ``HostLink`` + ``Executor`` + ``Chip``.
+
+Byte streams ``rx`` (In, always ready) / ``tx`` (Out) at the top: a board wrapper puts a
+UART in front of them (``rtl/uart.py``), a testbench pushes protocol frames
+(docs/protocol.md) into ``rx`` and reads replies from ``tx`` (sim/hostchip_tb.py).
+``uart_frame_errors`` / ``uart_overruns`` (In, 0 if unconnected) are the UART's counters,
+reported by ``read_counters`` core 0xFF. With ``debug`` the chip's monitor ports
+(``mon_valid``, ``mon<k>_<kind>``) are passed up for scoreboards.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .chip import Chip
+from .executor import Executor
+from .geometry import ChipGeometry
+from .hostlink import HostLink
+
+__all__ = ["HostChip"]
+
+
+class HostChip(wiring.Component):
+    """``HostLink`` + ``Executor`` + ``Chip`` (see the module doc)."""
+
+    def __init__(self, cfg, geometry: ChipGeometry | None = None, *, debug: bool = True,
+                 weights=None, max_payload: int = 2048, max_reply: int = 2032,
+                 timeout_cycles: int = 1 << 20, counter_bits: int = 16):
+        geometry = ChipGeometry.from_config(cfg) if geometry is None else geometry
+        self.cfg, self.geometry = cfg, geometry
+        self.chip = Chip(cfg, geometry, debug=debug, weights=weights)
+        self.link = HostLink(max_payload, max_reply, timeout_cycles, counter_bits)
+        self.executor = Executor(cfg, geometry, max_payload=max_payload, counter_bits=counter_bits,
+                                 counters=debug, weights_loaded=weights is not None)
+        members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                   "uart_frame_errors": In(counter_bits), "uart_overruns": In(counter_bits)}
+        self._mon = [name for name in self.chip.signature.members if name.startswith("mon")]
+        for name in self._mon:
+            members[name] = self.chip.signature.members[name]
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = self.link
+        m.submodules.executor = ex = self.executor
+        m.submodules.chip = chip = self.chip
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        wiring.connect(m, link.cmd, ex.cmd)
+        wiring.connect(m, link.cmd_data, ex.cmd_data)
+        wiring.connect(m, ex.rsp, link.rsp)
+        wiring.connect(m, ex.rsp_data, link.rsp_data)
+        wiring.connect(m, ex.chip_cmd, chip.cmd)
+        wiring.connect(m, chip.rsp, ex.chip_rsp)
+        wiring.connect(m, ex.ev, chip.ev_in)
+        m.d.comb += [ex.stats.eq(link.stats), ex.uart_frame_errors.eq(self.uart_frame_errors),
+                     ex.uart_overruns.eq(self.uart_overruns),
+                     chip.ctr_node.eq(0), chip.ctr_addr.eq(0)]
+        for name in self._mon:
+            m.d.comb += getattr(self, name).eq(getattr(chip, name))
+        return m
