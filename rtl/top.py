@@ -5,16 +5,17 @@ UART in front of them (``rtl/uart.py``), a testbench pushes protocol frames
 (docs/protocol.md) into ``rx`` and reads replies from ``tx`` (sim/hostchip_tb.py).
 ``uart_frame_errors`` / ``uart_overruns`` (In, 0 if unconnected) are the UART's counters,
 reported by ``read_counters`` core 0xFF. With ``debug`` the chip's monitor ports
-(``mon_valid``, ``mon<k>_<kind>``) are passed up for scoreboards.
+(``mon_valid``, ``mon<k>_<kind>``) are passed up for scoreboards, and ``mon_host_ev``
+shows each input event the executor hands the chip (``{valid, w: {t, j, end}}``).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .chip import Chip
+from .chip import Chip, chip_event_layout
 from .executor import Executor
 from .geometry import ChipGeometry
 from .hostlink import HostLink
@@ -39,6 +40,10 @@ class HostChip(wiring.Component):
         self._mon = [name for name in self.chip.signature.members if name.startswith("mon")]
         for name in self._mon:
             members[name] = self.chip.signature.members[name]
+        self.debug = debug
+        if debug:
+            #: the events the executor hands the chip (``ev_in``), as they are taken
+            members["mon_host_ev"] = Out(data.StructLayout({"valid": 1, "w": chip_event_layout(cfg)}))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -60,4 +65,7 @@ class HostChip(wiring.Component):
                      chip.ctr_node.eq(0), chip.ctr_addr.eq(0)]
         for name in self._mon:
             m.d.comb += getattr(self, name).eq(getattr(chip, name))
+        if self.debug:
+            m.d.comb += [self.mon_host_ev.valid.eq(ex.ev.valid & ex.ev.ready),
+                         self.mon_host_ev.w.eq(ex.ev.payload)]
         return m

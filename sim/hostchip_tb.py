@@ -53,6 +53,10 @@ class HostChipTB:
         self._split = hp.FrameSplitter()
         self.requests = 0                      # good requests sent (the link's ``frames``)
         self.last_cycles = 0                   # cycles of the last request, first byte to reply
+        #: the input events the executor handed the chip during the last request
+        #: (``mon_host_ev``): ``(t, j)`` per event, ``"end"`` for the end item
+        self.events: list = []
+        self._watching = False
 
     @property
     def cycle(self) -> int:
@@ -65,6 +69,20 @@ class HostChipTB:
         d.uart_frame_errors.value = 0
         d.uart_overruns.value = 0
         cocotb.start_soon(self._collect())
+        self._has_ev_mon = hasattr(self.dut, "mon_host_ev")
+
+    async def _watch_events(self):
+        from ..rtl.chip import chip_event_layout
+        from .cocotb_utils import decode
+        from amaranth.lib import data
+
+        lay = data.StructLayout({"valid": 1, "w": chip_event_layout(self.cfg)})
+        while self._watching:
+            await FallingEdge(self.dut.clk)
+            v = int(self.dut.mon_host_ev.value)
+            if v & 1:
+                w = decode(lay, v)["w"]
+                self.events.append("end" if w["end"] else (w["t"], w["j"]))
 
     async def _collect(self):
         d = self.dut
@@ -100,6 +118,10 @@ class HostChipTB:
         self.frames.clear()
         self._got.clear()
         self.last_frame = (seq, op, payload)
+        self.events = []
+        if self._has_ev_mon:
+            self._watching = True
+            watcher = cocotb.start_soon(self._watch_events())
         await self.send_bytes(hp.encode_frame(seq, op, payload))
         self.requests += 1
         while not self.frames and not self.bad_frames:
@@ -108,6 +130,9 @@ class HostChipTB:
                 raise AssertionError(f"{name}: no reply after {self.timeout} cycles "
                                      f"[seed={self.seed}, cycle={self.cycle}]")
             self._got.clear()
+        if self._has_ev_mon:
+            self._watching = False
+            await watcher
         self.last_cycles = self.cycle - c0
         assert not self.bad_frames, f"{name}: undecodable reply {self.bad_frames[0]} [seed={self.seed}]"
         f = self.frames.pop(0)

@@ -188,8 +188,10 @@ async def check_errors(tb: HostChipTB, cfg, geo, rng, seed):
                       S.BAD_ARG))
     rng.shuffle(cases)
     for op, payload, want in cases:
-        await tb.request(op, payload, expect=want, what=f"{hp.Op(op).name if op in {int(o) for o in hp.Op} else hex(op)}"
-                         f"({payload[:12].hex()}) -> {want.name}")
+        what = (f"{hp.Op(op).name if op in {int(o) for o in hp.Op} else hex(op)}"
+                f"({payload[:12].hex()}) -> {want.name}")
+        await tb.request(op, payload, expect=want, what=what)
+        assert want == S.OK or not tb.events, f"{what}: events reached the chip: {tb.events} [seed={seed}]"
     after = await tb.read_all_weights()
     for l, (a, b) in enumerate(zip(after, before)):
         assert torch.equal(a, b), (f"layer {l}: weights changed by refused requests at "
@@ -198,6 +200,13 @@ async def check_errors(tb: HostChipTB, cfg, geo, rng, seed):
         got = await tb.read_seeds(pl.core, 0, pl.geom.n_neurons)
         assert got == seeds_before[pl.core], f"core {pl.core}: seeds changed by refused requests [seed={seed}]"
     assert await tb.status() == status_before, f"status changed by refused requests [seed={seed}]"
+
+
+def check_events(tb, x, what, seed):
+    """The events the executor handed the chip are the raster's, in t order, then end."""
+    want = [(t, j) for t in range(x.shape[0]) for j in torch.nonzero(x[t]).flatten().tolist()]
+    want.append("end")
+    assert tb.events == want, f"{what}: events into the chip {tb.events}, raster {want} [seed={seed}]"
 
 
 async def check_training(tb: HostChipTB, cfg, geo, rng, seed, samples, density):
@@ -223,10 +232,11 @@ async def check_training(tb: HostChipTB, cfg, geo, rng, seed, samples, density):
         xb, yb = x[b0:b0 + B], labels[b0:b0 + B]
         traces = model.train_step(xb, yb)
         for s in range(len(xb)):
-            enc = rng.choice(list(hp.Enc))
+            enc = list(hp.Enc)[(b0 + s + seed) % 3]        # every encoding in every run
             encs.append(enc.name)
             got = await tb.train(xb[s].tolist(), int(yb[s]), enc)
             cycles.append(tb.last_cycles)
+            check_events(tb, xb[s], f"sample {b0 + s} ({enc.name})", seed)
             want = [int(c) for c in traces[-1].count[s]]
             nonzero += sum(want) > 0
             assert got == want, (f"sample {b0 + s} ({enc.name}, label {int(yb[s])}): spike counts "
@@ -246,6 +256,7 @@ async def check_training(tb: HostChipTB, cfg, geo, rng, seed, samples, density):
     # inference does not change the weights
     xi = (torch.rand(1, T, n_in, generator=g) < density).to(torch.int64)
     got = await tb.infer(xi[0].tolist())
+    check_events(tb, xi[0], "infer", seed)
     want = [int(c) for c in model.forward(xi)[-1].count[0]]
     assert got == want, f"infer: counts {got}, model {want} [seed={seed}]"
     final = await tb.read_all_weights()
