@@ -16,13 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["MappingError", "check_mapping", "manifest", "report_md", "generate", "RESOURCE_ESTIMATE"]
+__all__ = ["MappingError", "check_mapping", "core_kind", "estimate", "memory_map", "manifest", "report_md",
+           "generate", "RESOURCE_ESTIMATE"]
 
 #: Measured with the open flow (out of context, LFE5U-85F, debug off, lanes 1): per core
-#: kind of the trainer-20core preset, the router with the chip's planes and the per-core
-#: adapters (bench/bench_chip_area.py), the host link (bench/bench_hostlink.py). Cores of
-#: other shapes are estimated from these by weight words (block RAM) and neurons x fan-in
-#: bits (logic), and labelled estimates.
+#: kind of the trainer-20core preset (docs/core.md, after ``CoreGeometry.errors``), the
+#: router with the chip's planes and the per-core adapters (bench/bench_chip_area.py,
+#: docs/chip.md "Area"), the host link (bench/bench_hostlink.py). Cores of other shapes
+#: are scaled from the 784x8 core -- block RAM by weight words, logic by fan-in and lanes --
+#: and labelled estimates.
 RESOURCE_ESTIMATE = {
     "core_784x8": {"comb": 2939, "ff": 1617, "ebr": 9, "dsp": 1},
     "core_144x5": {"comb": 2826, "ff": 1397, "ebr": 1, "dsp": 1},
