@@ -16,13 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["MappingError", "check_mapping", "manifest", "report_md", "generate", "RESOURCE_ESTIMATE"]
+__all__ = ["MappingError", "check_mapping", "core_kind", "estimate", "memory_map", "manifest", "report_md",
+           "generate", "RESOURCE_ESTIMATE"]
 
 #: Measured with the open flow (out of context, LFE5U-85F, debug off, lanes 1): per core
-#: kind of the trainer-20core preset, the router with the chip's planes and the per-core
-#: adapters (bench/bench_chip_area.py), the host link (bench/bench_hostlink.py). Cores of
-#: other shapes are estimated from these by weight words (block RAM) and neurons x fan-in
-#: bits (logic), and labelled estimates.
+#: kind of the trainer-20core preset (docs/core.md, after ``CoreGeometry.errors``), the
+#: router with the chip's planes and the per-core adapters (bench/bench_chip_area.py,
+#: docs/chip.md "Area"), the host link (bench/bench_hostlink.py). Cores of other shapes
+#: are scaled from the 784x8 core -- block RAM by weight words, logic by fan-in and lanes --
+#: and labelled estimates.
 RESOURCE_ESTIMATE = {
     "core_784x8": {"comb": 2939, "ff": 1617, "ebr": 9, "dsp": 1},
     "core_144x5": {"comb": 2826, "ff": 1397, "ebr": 1, "dsp": 1},
@@ -44,12 +46,16 @@ def check_mapping(cfg, cores: int | None = None):
     from ..rtl.interfaces import IDX_BITS
 
     n = cfg.hardware.cores if cores is None else cores
+    who = "hardware.cores" if cores is None else "--cores"
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1024:
-        raise MappingError(f"--cores: {n!r} is not a core count in 1..1024")
+        raise MappingError(f"{who}: {n!r} is not a core count in 1..1024")
     try:
         geo = ChipGeometry.from_config(cfg, n)
     except ValueError as e:
-        raise MappingError(str(e)) from None
+        msg = str(e)
+        if msg.startswith("hardware.cores: "):
+            msg = f"{who}: " + msg[len("hardware.cores: "):]
+        raise MappingError(msg) from None
     hw = cfg.hardware
     for pl in geo.cores:
         g = pl.geom
@@ -65,7 +71,7 @@ def check_mapping(cfg, cores: int | None = None):
                                    f"command indices")
     used = len(geo.cores)
     if used < n:
-        raise MappingError(f"--cores {n}: network.layers={list(cfg.network.layers)} splits over at most "
+        raise MappingError(f"{who}: {n} cores but network.layers={list(cfg.network.layers)} splits over at most "
                            f"{used} cores at hardware.lanes={hw.lanes} (one block of neurons per core at "
                            f"least); use --cores {used} or fewer")
     return geo
@@ -84,10 +90,16 @@ def _core_estimate(g) -> dict:
             "ebr": ebr, "dsp": g.lanes, "measured": False}
 
 
+def core_kind(pl) -> str:
+    """``layer<l>_<fan-in>x<neurons>``: cores of one kind are the same hardware."""
+    return f"layer{pl.layer}_{pl.geom.n_in}x{pl.geom.n_neurons}"
+
+
 def estimate(geo) -> dict:
-    """Resource estimate per core and for the chip (see :data:`RESOURCE_ESTIMATE`)."""
+    """Resource estimate per core (core, router and adapters), per core kind and for the
+    chip with the host link (see :data:`RESOURCE_ESTIMATE`)."""
     last = max(pl.layer for pl in geo.cores)
-    per_core, total = [], {"comb": 0, "ff": 0, "ebr": 0, "dsp": 0}
+    per_core, kinds, total = [], {}, {"comb": 0, "ff": 0, "ebr": 0, "dsp": 0}
     for pl in geo.cores:
         parts = [_core_estimate(pl.geom), RESOURCE_ESTIMATE["router"],
                  RESOURCE_ESTIMATE["adapters_first_layer" if pl.layer == 0 else "adapters_later_layer"]]
@@ -95,33 +107,65 @@ def estimate(geo) -> dict:
             parts.append(RESOURCE_ESTIMATE["error_reduce"])
         row = {k: sum(p[k] for p in parts) for k in total}
         row["core_measured"] = parts[0]["measured"]
-        per_core.append(row)
+        per_core.append({"core": pl.core, "kind": core_kind(pl), **row})
+        kinds.setdefault(core_kind(pl), {"cores": 0, **row})["cores"] += 1
         for k in total:
             total[k] += row[k]
     for k in total:
         total[k] += RESOURCE_ESTIMATE["host_link"][k]
-    return {"per_core": per_core, "total": total,
-            "all_measured": all(r["core_measured"] for r in per_core)}
+    return {"per_core": per_core, "per_kind": kinds, "host_link": dict(RESOURCE_ESTIMATE["host_link"]),
+            "total": total, "all_measured": all(r["core_measured"] for r in per_core)}
 
 
-def manifest(cfg, geo, chip) -> dict:
-    """Everything a user or a host program needs to know about the generated chip."""
+def memory_map(fragment, cores: int) -> tuple[list[list[dict]], list[dict]]:
+    """Every memory of the elaborated chip (``Fragment.get(chip, None)``) as ``{name, words,
+    bits}``: one list per core (its core, barrier and error reduction, named by the chip's
+    submodule ``core<k>``, ``spk_merge<k>``, ...) and one of the rest of the chip."""
+    import re
+
+    from amaranth.hdl import MemoryInstance, Shape
+    from amaranth.lib.memory import Memory
+
+    per_core, rest = [[] for _ in range(cores)], []
+
+    def walk(frag, path):
+        if isinstance(frag, MemoryInstance):
+            mem = next(o for o in frag.origins if isinstance(o, Memory))
+            m = re.fullmatch(r"([a-z_]+?)(\d+)", path[0]) if path else None
+            entry = {"name": ".".join([m.group(1)] + path[1:]) if m else ".".join(path),
+                     "words": mem.depth, "bits": Shape.cast(mem.shape).width}
+            (per_core[int(m.group(2))] if m and int(m.group(2)) < cores else rest).append(entry)
+        for sub, name, *_ in frag.subfragments:
+            walk(sub, path + [name if isinstance(name, str) else str(name)])
+
+    walk(fragment, [])
+    return per_core, rest
+
+
+def manifest(cfg, geo, chip, fragment=None) -> dict:
+    """Everything a user or a host program needs to know about the generated chip;
+    ``fragment``: the elaborated chip, for the full memory inventory (``memories``)."""
     from amaranth.hdl import Shape
 
     from ..host.protocol import PROTOCOL_VERSION
     from ..rtl.noc import flit_layout, inject_layout
 
     a = cfg.arithmetic
+    mems, chip_mems = memory_map(fragment, len(geo.cores)) if fragment is not None else (None, None)
     cores = []
     for pl in geo.cores:
         g = pl.geom
+        memory = {"weight_banks": g.lanes, "weight_words_per_bank": g.weight_depth,
+                  "weight_bits": a.weight_bits, "spike_mask_history_words": g.timesteps * g.blocks,
+                  "spike_mask_history_bits": g.lanes,
+                  "event_buffer_words": g.n_in if cfg.hardware.wg_dataflow == "inplace" else g.max_events}
+        if mems is not None:
+            memory["memories"] = mems[pl.core]
+            memory["total_bits"] = sum(m["words"] * m["bits"] for m in mems[pl.core])
         cores.append({
-            "core": pl.core, "layer": pl.layer, "neuron_offset": pl.offset, "neurons": g.n_neurons,
-            "fan_in": g.n_in, "mesh": [pl.row, pl.col], "output_layer": g.output_layer,
-            "errors": g.errors,
-            "memory": {"weight_banks": g.lanes, "weight_words_per_bank": g.weight_depth,
-                       "weight_bits": a.weight_bits, "spike_mask_history_words": g.timesteps * g.blocks,
-                       "event_buffer_words": g.n_in if cfg.hardware.wg_dataflow == "inplace" else g.max_events},
+            "core": pl.core, "kind": core_kind(pl), "layer": pl.layer, "neuron_offset": pl.offset,
+            "neurons": g.n_neurons, "fan_in": g.n_in, "mesh": [pl.row, pl.col],
+            "output_layer": g.output_layer, "errors": g.errors, "memory": memory,
         })
     planes = {}
     for spec in chip.planes:
@@ -138,6 +182,7 @@ def manifest(cfg, geo, chip) -> dict:
         "top": "spikeforge_chip",
         "mesh": {"rows": geo.rows, "cols": geo.cols, "cores": len(geo.cores)},
         "cores": cores,
+        **({"chip_memories": chip_mems} if chip_mems is not None else {}),
         "noc_planes": planes,
         "resource_estimate": estimate(geo),
     }
@@ -146,35 +191,61 @@ def manifest(cfg, geo, chip) -> dict:
 def report_md(cfg, geo, man: dict, board) -> str:
     """A short human-readable summary of the generated chip."""
     est = man["resource_estimate"]
+    mem = "memory (kbit) |" if "total_bits" in man["cores"][0]["memory"] else ""
     lines = [f"# spikeforge chip: {len(geo.cores)} cores, network {'-'.join(map(str, cfg.network.layers))}",
              "",
              f"Config digest `{man['config_digest']}`, T = {cfg.network.timesteps}, lanes {cfg.hardware.lanes}, "
              f"{cfg.hardware.wg_dataflow} dataflow, host protocol version {man['protocol_version']}; "
              f"mesh {geo.rows} x {geo.cols}.",
-             "", "| core | layer | neurons | fan-in | mesh (row, col) |", "|---|---|---|---|---|"]
+             "", f"| core | kind | layer | neurons | fan-in | mesh (row, col) | {mem}",
+             "|---|---|---|---|---|---|" + ("---|" if mem else "")]
     for c in man["cores"]:
-        lines.append(f"| {c['core']} | {c['layer']} | {c['neuron_offset']}..{c['neuron_offset'] + c['neurons'] - 1}"
-                     f" | {c['fan_in']} | ({c['mesh'][0]}, {c['mesh'][1]}) |")
+        kbit = f" {c['memory']['total_bits'] / 1024:.1f} |" if mem else ""
+        lines.append(f"| {c['core']} | {c['kind']} | {c['layer']} | {c['neuron_offset']}.."
+                     f"{c['neuron_offset'] + c['neurons'] - 1} | {c['fan_in']} | "
+                     f"({c['mesh'][0]}, {c['mesh'][1]}) |{kbit}")
     lines += ["", "NoC planes (bits): " + ", ".join(
         f"{n} flit {p['flit_bits']}" for n, p in man["noc_planes"].items()), ""]
-    kind = "measured per part" if est["all_measured"] else "estimated (core shapes other than the measured ones)"
-    lines += [f"## Resource estimate on {board.name} ({kind})", "",
-              "| resource | chip | available | share |", "|---|---|---|---|"]
-    avail = board.available
+    kind = "measured per part" if est["all_measured"] else \
+        "ESTIMATE: cores of shapes other than the two measured ones are scaled from the 784x8 core"
     names = {"comb": "LUT4 sites", "ff": "FF", "ebr": "DP16KD / EBR", "dsp": "MULT18"}
+    lines += [f"## Resource estimate on {board.name} ({kind})", "",
+              "Per core, with its router and adapters:", "",
+              "| kind | cores | " + " | ".join(names.values()) + " | core measured |",
+              "|---|---|" + "---|" * len(names) + "---|"]
+    for k, row in est["per_kind"].items():
+        lines.append(f"| {k} | {row['cores']} | " + " | ".join(f"{row[r]:,}" for r in names)
+                     + f" | {'yes' if row['core_measured'] else 'no (estimate)'} |")
+    lines.append("| host link (UART, framing) | 1 | " + " | ".join(f"{est['host_link'][r]:,}" for r in names)
+                 + " | yes |")
+    lines += ["", "| resource | chip | available | share |", "|---|---|---|---|"]
+    avail = board.available
     for k, name in names.items():
         have = avail.get(k)
-        share = f"{est['total'][k] / have:.0%}" if have else "-"
-        lines.append(f"| {name} | {est['total'][k]:,} | {have:,} | {share} |" if have else
+        lines.append(f"| {name} | {est['total'][k]:,} | {have:,} | {est['total'][k] / have:.0%} |" if have else
                      f"| {name} | {est['total'][k]:,} | - | - |")
     over = [names[k] for k in names if avail.get(k) and est["total"][k] > avail[k]]
-    lines += ["", ("**Does not fit:** " + ", ".join(over) + " over the device (sum of parts measured "
+    lines += ["", ("**Does not fit:** " + ", ".join(over) + " over the device (sum of parts built "
                    "out of context; see bench/bench_chip_area.py).") if over else "Fits by this estimate.", ""]
     return "\n".join(lines)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def generate(cfg, out_dir, *, cores: int | None = None, force: bool = False, log=None) -> dict:
-    """Write the chip of ``cfg`` to ``out_dir`` atomically; returns the manifest."""
+    """Write the chip of ``cfg`` to ``out_dir`` atomically; returns the manifest.
+
+    Everything is written into a temporary directory beside ``out_dir`` and renamed into
+    place at the end; on any error (or Ctrl-C) the temporary directory and any parent
+    directories this call created are removed, and an existing ``out_dir`` (replaced only
+    with ``force``) is left as it was.
+    """
+    from amaranth.hdl import Fragment
+
     from ..fpga.boards import get_board
     from ..rtl.chip import Chip
     from .verilog import emit_verilog
@@ -183,28 +254,46 @@ def generate(cfg, out_dir, *, cores: int | None = None, force: bool = False, log
     geo = check_mapping(cfg, cores)
     if cores is not None:
         cfg = cfg.replace(hardware={"cores": cores})
+    board = get_board(cfg.board)
     out = Path(out_dir)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; use --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    made = [p for p in out.parents if not p.exists()]      # nearest first
+    tmp = old = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())                  # mkdtemp makes it private (0700)
         t0 = time.monotonic()
         chip = Chip(cfg, geo, debug=False)
-        say(f"elaborating and emitting Verilog of {len(geo.cores)} cores")
-        (tmp / "chip.v").write_text(emit_verilog(chip, "spikeforge_chip"))
+        say(f"elaborating {len(geo.cores)} cores on a {geo.rows} x {geo.cols} mesh")
+        fragment = Fragment.get(chip, None)
+        say(f"emitting Verilog ({time.monotonic() - t0:.1f} s)")
+        (tmp / "chip.v").write_text(emit_verilog(chip, "spikeforge_chip", fragment=fragment))
         say(f"Verilog written in {time.monotonic() - t0:.1f} s")
-        man = manifest(cfg, geo, chip)
+        man = manifest(cfg, geo, chip, fragment)
         (tmp / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
-        (tmp / "report.md").write_text(report_md(cfg, geo, man, get_board(cfg.board)))
-        if out.exists():
+        (tmp / "report.md").write_text(report_md(cfg, geo, man, board))
+        if out.exists() or out.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / "x")
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old / "x", out)                 # put the old one back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not (old / "x").exists():
+            shutil.rmtree(old, ignore_errors=True)
+        for p in made:
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
     return man

@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cores on the mesh, 1..1024 (default: the config's hardware.cores)")
     g.add_argument("-o", "--out", metavar="DIR", default=None,
                    help="output directory (default: build/chip-<config>-<N>c)")
-    g.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    g.add_argument("--force", action="store_true",
+                   help="replace an existing DIR (refused without it), once the new one is complete")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
     g.set_defaults(func=cmd_generate)
 

@@ -19,18 +19,32 @@ from pathlib import Path
 __all__ = ["emit_verilog", "write_verilog"]
 
 
-def emit_verilog(component, name: str = "top", *, emit_src: bool = False) -> str:
+def emit_verilog(component, name: str = "top", *, emit_src: bool = False, fragment=None) -> str:
     """Verilog text of ``component`` with top module ``name``.
 
     ``emit_src=False`` (default) keeps Python source locations out of the text, so that the
-    output only changes when the hardware does.
+    output only changes when the hardware does. ``fragment``: ``component`` already
+    elaborated (``Fragment.get(component, None)``), for a caller that inspects the
+    elaborated design too (``spikeforge generate``'s memory map) without elaborating twice.
     """
     from amaranth.back import verilog
+    from amaranth.hdl import Value, ValueCastable
+    from amaranth.hdl._ir import PortDirection
+    from amaranth.lib import wiring
 
     if not name.isidentifier():
         raise ValueError(f"module name {name!r} is not a valid Verilog identifier")
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    return verilog.convert(component, name=name, emit_src=emit_src, strip_internal_attrs=True)
+    if fragment is None:
+        return verilog.convert(component, name=name, emit_src=emit_src, strip_internal_attrs=True)
+    # the ports amaranth's convert() takes from the signature of a component
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        value = value.as_value() if isinstance(value, ValueCastable) else value
+        if isinstance(value, Value):
+            direction = PortDirection.Input if member.flow == wiring.In else PortDirection.Output
+            ports["__".join(map(str, path))] = (value, direction)
+    return verilog.convert(fragment, name=name, ports=ports, emit_src=emit_src, strip_internal_attrs=True)
 
 
 def write_verilog(component, path: str | Path, name: str = "top") -> Path:
