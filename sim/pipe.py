@@ -1,0 +1,167 @@
+"""The fast simulation transport: the chip behind its host link, Verilated and clocked in C++.
+
+:func:`build_pipe_sim` verilates ``HostChip(cfg, debug=False)`` -- the bytes a board's UART
+would carry, minus the UART -- with ``sim/pipe_harness.cpp`` as its ``main``: no cocotb, no
+Python per cycle. :class:`PipeSim` runs that executable with its stdin/stdout as pipes and
+is a byte transport for :class:`spikeforge.host.link.LinkChip`: it writes a request frame,
+then lets the harness clock the model until a reply frame has left ``tx``.
+
+Builds are cached like the cocotb ones (``build/sim/pipe-<hash>``, keyed by config, geometry,
+RTL sources, the harness and the C++ optimisation ``$SPIKEFORGE_PIPE_OPT``, default ``-O1``:
+``-O2`` compiles the 20-core chip for minutes longer for little speed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+from .runner import WAIVER_FILE, _build_key, _lock, _verilator_root, build_root, verilator_env
+
+__all__ = ["build_pipe_sim", "PipeSim", "SimTimeout", "HARNESS"]
+
+HARNESS = Path(__file__).resolve().parent / "pipe_harness.cpp"
+_TOP = "hostchip"
+
+
+class SimTimeout(TimeoutError):
+    """The simulated chip sent no reply within the cycle budget."""
+
+
+def _pipe_opt() -> str:
+    return os.environ.get("SPIKEFORGE_PIPE_OPT", "-O1")
+
+
+def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False) -> Path:
+    """Verilate and compile the pipe harness for ``cfg``; returns the executable (cached)."""
+    from ..gen.verilog import write_verilog
+    from ..rtl.geometry import ChipGeometry
+    from ..rtl.top import HostChip
+
+    geometry = ChipGeometry.from_config(cfg) if geometry is None else geometry
+    wkey = None if weights is None else [w.tolist() for w in weights]
+    key = _build_key(_TOP, cfg, geometry, {"pipe": _pipe_opt(), "weights": wkey}, False,
+                     extra_sources=[HARNESS])
+    bdir = build_root() / f"pipe-{key}"
+    exe = bdir / "obj" / f"{_TOP}_pipe"
+    with _lock(build_root() / f".pipe-{key}.lock"):
+        if (bdir / ".built").exists() and exe.exists():
+            return exe
+        if bdir.exists():
+            shutil.rmtree(bdir)
+        bdir.mkdir(parents=True)
+        t0 = time.monotonic()
+        vfile = write_verilog(HostChip(cfg, geometry, debug=False, weights=weights),
+                              bdir / f"{_TOP}.v", name=_TOP)
+        env = verilator_env()
+        flags = env.get("MAKEFLAGS", "").split()
+        flags = [f for f in flags if not f.startswith(("OPT_FAST=", "OPT_SLOW="))]
+        env["MAKEFLAGS"] = " ".join(flags + [f"OPT_FAST={_pipe_opt()}", f"OPT_SLOW={_pipe_opt()}",
+                                             "OPT_GLOBAL=-O1"])
+        cmd = [str(_verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
+               "-j", str(os.cpu_count() or 1), "-Wno-fatal", "-Wno-lint", "-Wno-style",
+               "--x-assign", "fast", "--x-initial", "fast", "-O3", "--top-module", _TOP,
+               "--Mdir", str(bdir / "obj"), "-o", exe.name,
+               str(WAIVER_FILE), str(vfile), str(HARNESS)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        (bdir / "build.log").write_text(res.stdout + res.stderr)
+        if res.returncode != 0 or not exe.exists():
+            lines = (res.stdout + res.stderr).splitlines()
+            errors = [l for l in lines if "error" in l.lower()][:20] or lines[-30:]
+            raise RuntimeError(f"pipe harness build failed ({bdir / 'build.log'}):\n" + "\n".join(errors))
+        (bdir / ".built").write_text(f"{time.monotonic() - t0:.1f}\n")
+        if not quiet:
+            print(f"[spikeforge.sim] built {bdir.name} (pipe harness) in {time.monotonic() - t0:.1f} s")
+    return exe
+
+
+class PipeSim:
+    """A running pipe harness: the simulated chip's host byte streams.
+
+    ``max_cycles``: the most cycles :meth:`exchange` clocks waiting for a reply before it
+    raises :class:`SimTimeout`. ``cycles``: simulated cycles since reset.
+    """
+
+    def __init__(self, exe: str | Path, *, max_cycles: int = 50_000_000):
+        self.exe, self.max_cycles = Path(exe), max_cycles
+        self.cycles = 0
+        self.rx_left = 0
+        self._p = subprocess.Popen([str(self.exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   bufsize=0)
+
+    @classmethod
+    def for_config(cls, cfg, geometry=None, **kw) -> "PipeSim":
+        return cls(build_pipe_sim(cfg, geometry), **kw)
+
+    # ------------------------------------------------------------------ the harness commands
+    def _read(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self._p.stdout.read(n - len(buf))
+            if not chunk:
+                rc = self._p.poll()
+                raise RuntimeError(f"pipe harness {self.exe.name} stopped (exit status {rc})")
+            buf += chunk
+        return buf
+
+    def _answer(self) -> bytes:
+        tag = self._read(1)
+        if tag != b"O":
+            raise RuntimeError(f"pipe harness: unexpected answer {tag!r}")
+        self.cycles, self.rx_left, n = struct.unpack("<QII", self._read(16))
+        return self._read(n)
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the chip's rx stream (it takes one byte a cycle)."""
+        self._p.stdin.write(b"W" + struct.pack("<I", len(data)) + bytes(data))
+
+    def run_until_frames(self, frames: int = 1, max_cycles: int | None = None) -> bytes:
+        """Clock until ``frames`` more frame delimiters left tx (or ``max_cycles``); the bytes sent."""
+        mc = self.max_cycles if max_cycles is None else max_cycles
+        self._p.stdin.write(b"F" + struct.pack("<IQ", frames, mc))
+        return self._answer()
+
+    def run(self, cycles: int) -> bytes:
+        """Clock ``cycles`` cycles; the bytes tx sent meanwhile."""
+        self._p.stdin.write(b"C" + struct.pack("<Q", cycles))
+        return self._answer()
+
+    # ------------------------------------------------------------------ transport
+    def exchange(self, frame: bytes) -> bytes:
+        """Send one request frame; return the bytes up to and including the reply's delimiter."""
+        c0 = self.cycles
+        self.write(frame)
+        out = self.run_until_frames(1)
+        if not out.endswith(b"\x00"):
+            raise SimTimeout(f"no reply from the simulated chip within {self.cycles - c0} cycles")
+        return out
+
+    def close(self) -> None:
+        if self._p.poll() is None:
+            try:
+                self._p.stdin.write(b"Q")
+                self._p.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self._p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._p.kill()
+                self._p.wait()
+        self._p.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
