@@ -201,9 +201,11 @@ class Progress:
             self.drawn = False
 
 
-#: Training backends offered (a subset of spikeforge.model.train.BACKENDS; the test suite
-#: checks that). Kept static so that `spikeforge --help` does not import torch.
-TRAIN_BACKENDS = ("model", "float")
+#: Training backends offered: spikeforge.model.train.BACKENDS (the test suite checks that)
+#: and the chips trained over the host link (CHIP_BACKENDS). Kept static so that
+#: `spikeforge --help` does not import torch.
+CHIP_BACKENDS = ("sim",)
+TRAIN_BACKENDS = ("model", "float") + CHIP_BACKENDS
 
 
 def build_train_config(args) -> Config:
@@ -250,18 +252,30 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
     except ImportError:  # pragma: no cover
         DatasetError = ()  # type: ignore[assignment]
 
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit: {args.limit} is not a positive number of training samples")
+    chip = _sim_chip(cfg, err, args.quiet) if args.backend == "sim" else None
     progress = Progress(err, cfg.train.epochs, enabled=not args.quiet)
     try:
-        result = train(cfg, backend=args.backend, progress=progress, init=init)
+        result = train(cfg, backend="model" if chip else args.backend, progress=progress, init=init,
+                       train_subset=args.limit, chip=chip)
+        link = _link_report(chip) if chip is not None else None
     except DatasetError as e:
         raise UserError(str(e)) from None
     finally:
         progress.close()
+        if chip is not None:
+            chip.transport.close()
     t = cfg.train
     if args.save_weights:
         _save_weights(args.save_weights, cfg, result, args.backend)
     if args.report:
         rep = _result_dict(result, cfg, args.backend)
+        from spikeforge.host.chip import weights_sha256
+
+        rep["weights_sha256"] = weights_sha256(_integer_weights(cfg, result))
+        if link is not None:
+            rep["host_link"] = link
         if args.save_weights:
             rep["weights_file"] = os.path.relpath(Path(args.save_weights).resolve(),
                                                   Path(args.report).resolve().parent)
@@ -276,6 +290,43 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
               f"({t.dataset}, {args.backend} backend, {t.epochs} epoch{'s' if t.epochs != 1 else ''}, "
               f"seed {t.seed})\n")
     return 0
+
+
+def _sim_chip(cfg: Config, err: TextIO, quiet: bool):
+    """``train --backend sim``: the config's chip, Verilated behind its host link (sim/pipe.py)."""
+    from spikeforge.gen.chipgen import MappingError, check_mapping
+    from spikeforge.host.link import LinkChip
+    from spikeforge.sim.pipe import PipeSim, build_pipe_sim
+
+    try:
+        geo = check_mapping(cfg)
+    except MappingError as e:
+        raise UserError(f"--backend sim: {e}") from None
+    if not quiet:
+        err.write(f"train: building the simulated {len(geo.cores)}-core chip (Verilator; once per config)\n")
+        err.flush()
+    return LinkChip(cfg, PipeSim(build_pipe_sim(cfg, geo, quiet=True)), geo)
+
+
+def _link_report(chip) -> dict:
+    """Host-link traffic and simulated cycles of a ``--backend sim`` run."""
+    c = chip.counters()
+    n = max(1, c["samples_trained"])
+    per_op = {op: {"tx": tx, "rx": rx} for op, (tx, rx) in sorted(chip.op_bytes.items())}
+    training = sum(tx + rx for op, (tx, rx) in chip.op_bytes.items() if op in ("train", "update"))
+    return {"tx_bytes": c["link_tx_bytes"], "rx_bytes": c["link_rx_bytes"], "bytes_per_op": per_op,
+            "samples_trained": c["samples_trained"],
+            # the train requests and their replies, and the updates: what a sample costs on
+            # the link once the weights are loaded
+            "training_bytes_per_sample": training / n,
+            "cycles": chip.transport.cycles, "cycles_per_sample": chip.transport.cycles / n}
+
+
+def _integer_weights(cfg: Config, result) -> list:
+    """The final integer weights of a run (the float backend's rounded to the integer grid)."""
+    from spikeforge.model.float_twin import to_integer_weights
+
+    return [w if not w.is_floating_point() else to_integer_weights(w, cfg) for w in result.weights]
 
 
 def _init_weights(path: str, cfg: Config):
@@ -293,9 +344,8 @@ def _init_weights(path: str, cfg: Config):
 def _save_weights(path: str, cfg: Config, result, backend: str) -> None:
     """``train --save-weights``: the final integer weights (the float backend's rounded) + config."""
     from spikeforge.gen import interchange as ic
-    from spikeforge.model.float_twin import to_integer_weights
 
-    ws = [w if not w.is_floating_point() else to_integer_weights(w, cfg) for w in result.weights]
+    ws = _integer_weights(cfg, result)
     try:
         ic.save_weights(path, cfg, ws, source=f"spikeforge train --backend {backend}")
     except (ic.InterchangeError, OSError) as e:
@@ -369,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=backends, default="model",
                    help="model: the bit-exact fixed-point reference model"
                         + ("; float: its float32 autograd twin" if "float" in backends else "")
+                        + ("; sim: the config's chip in Verilator, driven over its host link "
+                           "(same bits as model)" if "sim" in backends else "")
                         + " (default: model)")
+    t.add_argument("--limit", type=_int_flag, default=None, metavar="N",
+                   help="train on the first N training samples only (a seeded subset)")
     t.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: the config's)")
     t.add_argument("--epochs", type=_int_flag, default=None, metavar="N",
                    help="passes over the training set (train.epochs)")

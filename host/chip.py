@@ -14,11 +14,21 @@ whole mini-batch at once.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
 import torch
 
-__all__ = ["Chip", "ModelChip"]
+__all__ = ["Chip", "ModelChip", "weights_sha256"]
+
+
+def weights_sha256(weights: list[torch.Tensor]) -> str:
+    """SHA-256 of integer weights as little-endian int64, layer after layer (row-major):
+    the digest two backends must agree on."""
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(w.to(torch.int64).contiguous().numpy().astype("<i8").tobytes())
+    return h.hexdigest()
 
 
 class Chip(ABC):

@@ -59,6 +59,8 @@ class LinkChip(Chip):
         self.geometry = ChipGeometry.from_config(cfg) if geometry is None else geometry
         self.seq = 0
         self.tx_bytes = self.rx_bytes = 0
+        #: bytes sent and received per op (retries included): ``{op name: [tx, rx]}``
+        self.op_bytes: dict[str, list[int]] = {}
         self.retried = 0
         self._count = {"samples_trained": 0, "updates": 0, "samples_inferred": 0,
                        "weight_loads": 0, "weight_reads": 0}
@@ -81,18 +83,21 @@ class LinkChip(Chip):
         seq, self.seq = self.seq, (self.seq + 1) & 0xFF
         name = hp.Op(op).name.lower() if op in {int(o) for o in hp.Op} else f"op {op:#04x}"
         frame = hp.encode_frame(seq, op, payload)
+        acct = self.op_bytes.setdefault(name, [0, 0])
         last = "no reply"
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
                 frame = hp.encode_frame(seq, op, payload, lead=True)
             self.tx_bytes += len(frame)
+            acct[0] += len(frame)
             try:
                 out = self.transport.exchange(frame)
             except TimeoutError as e:
                 last = f"no reply ({e})"
                 continue
             self.rx_bytes += len(out)
+            acct[1] += len(out)
             reply = self._reply(out, seq)
             if reply is None:
                 last = "a corrupted reply"

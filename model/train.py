@@ -128,7 +128,7 @@ def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, timesteps: 
 
 def train(cfg, *, backend: str = "model", progress: Callable[[int, int, dict], None] | None = None,
           dataset: data_mod.Dataset | None = None, train_subset: int | None = None,
-          init: list[torch.Tensor] | None = None) -> TrainResult:
+          init: list[torch.Tensor] | None = None, chip=None) -> TrainResult:
     """Train on ``cfg.train.dataset`` for ``cfg.train.epochs`` epochs of ``cfg.train.batch_size``.
 
     ``progress(done_steps, total_steps, info)`` is called after every batch (``info``:
@@ -136,10 +136,21 @@ def train(cfg, *, backend: str = "model", progress: Callable[[int, int, dict], N
     overrides loading (tests); ``train_subset`` uses only the first N (shuffled once,
     seeded) training samples; ``init`` starts from these integer weights instead of the
     seeded initialisation.
+
+    ``chip`` (a :class:`spikeforge.host.chip.Chip`, e.g. the simulated chip over its host
+    link) trains instead of the model (``backend`` must be "model"): it gets the same initial
+    weights and seeds and the same batches in the same order, so it must end with the same
+    bits. Accuracies are then the model's on the weights read back from the chip after each
+    epoch (inference on a simulated chip would cost minutes and can only give the same counts).
     """
     ds = dataset if dataset is not None else data_mod.load_dataset(cfg.train.dataset)
     _check(cfg, ds)
     net = make_model(cfg, backend, init)
+    if chip is not None:
+        if backend != "model":
+            raise ValueError(f"a chip trains the integer model, not backend {backend!r}")
+        chip.load_weights(net.weights)
+        chip.set_seeds(cfg.arithmetic.lfsr_seed)
     T, B = cfg.network.timesteps, cfg.train.batch_size
     x_train, y_train = ds.x_train, ds.y_train
     if train_subset is not None and train_subset < x_train.shape[0]:
@@ -155,8 +166,7 @@ def train(cfg, *, backend: str = "model", progress: Callable[[int, int, dict], N
         t0 = time.perf_counter()
         correct = seen = 0
         for b, (spikes, labels) in enumerate(epoch_batches(x_train, y_train, B, T, g_shuffle, g_spikes)):
-            traces = net.train_step(spikes, labels)
-            count = traces[-1].count
+            count = net.train_step(spikes, labels)[-1].count if chip is None else chip.train_batch(spikes, labels)
             correct += int((count.argmax(dim=1) == labels).sum())
             seen += labels.shape[0]
             done += 1
@@ -166,6 +176,8 @@ def train(cfg, *, backend: str = "model", progress: Callable[[int, int, dict], N
                 progress(done, total, {"epoch": epoch, "batch": b, "loss": loss,
                                        "train_accuracy": correct / seen})
         train_acc = correct / max(1, seen)
+        if chip is not None:
+            net = FixedPointSNN(cfg, chip.read_weights())
         test_acc = evaluate(net, cfg, ds.x_test, ds.y_test)
         epochs.append({"epoch": epoch, "train_accuracy": train_acc, "test_accuracy": test_acc,
                        "seconds": time.perf_counter() - t0})

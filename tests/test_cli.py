@@ -130,11 +130,11 @@ def test_train_unknown_dataset():
 
 
 def test_train_backends_exist():
-    from spikeforge.gen.cli import TRAIN_BACKENDS
+    from spikeforge.gen.cli import CHIP_BACKENDS, TRAIN_BACKENDS
     from spikeforge.model.train import BACKENDS
 
-    assert set(TRAIN_BACKENDS) <= set(BACKENDS)
-    assert "model" in TRAIN_BACKENDS
+    assert set(TRAIN_BACKENDS) <= set(BACKENDS) | set(CHIP_BACKENDS)
+    assert "model" in TRAIN_BACKENDS and "board" not in TRAIN_BACKENDS
 
 
 def test_train_unknown_backend():
@@ -149,6 +149,9 @@ def test_train_unknown_backend():
     (["--config", "digits", "--dataset", "mnist"], ["network.layers[0]", "784"]),
     (["--config", "/nonexistent/x.yaml"], ["/nonexistent/x.yaml"]),
     (["--report", "/nonexistent/dir/r.json"], ["--report", "/nonexistent/dir"]),
+    (["--limit", "0"], ["--limit", "0"]),
+    (["--limit", "x"], ["--limit", "'x'"]),
+    (["--backend", "sim", "--config", "mnist"], ["--backend sim", "hardware.cores"]),
 ])
 def test_train_bad_flags(args, needles):
     assert_user_error(run("train", *args), *needles)
