@@ -204,7 +204,7 @@ class Progress:
 #: Training backends offered: spikeforge.model.train.BACKENDS (the test suite checks that)
 #: and the chips trained over the host link (CHIP_BACKENDS). Kept static so that
 #: `spikeforge --help` does not import torch.
-CHIP_BACKENDS = ("sim",)
+CHIP_BACKENDS = ("sim", "board")
 TRAIN_BACKENDS = ("model", "float") + CHIP_BACKENDS
 
 
@@ -254,7 +254,18 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit: {args.limit} is not a positive number of training samples")
-    chip = _sim_chip(cfg, err, args.quiet) if args.backend == "sim" else None
+    if not 0 < args.baud <= 12_000_000:
+        raise UserError(f"--baud: {args.baud} is not a serial rate in 1..12000000")
+    if (args.port is not None) != (args.backend == "board"):
+        raise UserError("--port DEV goes with --backend board (the board's serial port)"
+                        if args.port is not None else "--backend board needs --port DEV (the board's serial port)")
+    from spikeforge.host.link import LinkError
+
+    chip = None
+    if args.backend == "sim":
+        chip = _sim_chip(cfg, err, args.quiet)
+    elif args.backend == "board":
+        chip = _board_chip(cfg, args.port, args.baud)
     progress = Progress(err, cfg.train.epochs, enabled=not args.quiet)
     try:
         result = train(cfg, backend="model" if chip else args.backend, progress=progress, init=init,
@@ -262,6 +273,8 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
         link = _link_report(chip) if chip is not None else None
     except DatasetError as e:
         raise UserError(str(e)) from None
+    except LinkError as e:
+        raise UserError(f"--backend {args.backend}: the chip stopped answering: {e}") from None
     finally:
         progress.close()
         if chip is not None:
@@ -308,8 +321,31 @@ def _sim_chip(cfg: Config, err: TextIO, quiet: bool):
     return LinkChip(cfg, PipeSim(build_pipe_sim(cfg, geo, quiet=True)), geo)
 
 
+def _board_chip(cfg: Config, port: str, baud: int):
+    """``train --backend board``: the chip on a board's serial port (host/link.py)."""
+    from spikeforge.gen.chipgen import MappingError, check_mapping
+    from spikeforge.host.link import LinkChip, LinkError, SerialTransport
+
+    try:
+        geo = check_mapping(cfg)
+    except MappingError as e:
+        raise UserError(f"--backend board: {e}") from None
+    try:
+        transport = SerialTransport(port, baud, timeout=2.0)
+    except OSError as e:
+        raise UserError(f"--port: {e}") from None
+    try:
+        return LinkChip(cfg, transport, geo)
+    except LinkError as e:
+        transport.close()
+        raise UserError(f"--port {port}: no spikeforge chip answered ({e})") from None
+    except ValueError as e:
+        transport.close()
+        raise UserError(f"--port {port}: {e}") from None
+
+
 def _link_report(chip) -> dict:
-    """Host-link traffic and simulated cycles of a ``--backend sim`` run."""
+    """Host-link traffic (and, on the simulated chip, cycles) of a chip backend's run."""
     c = chip.counters()
     n = max(1, c["samples_trained"])
     per_op = {op: {"tx": tx, "rx": rx} for op, (tx, rx) in sorted(chip.op_bytes.items())}
@@ -319,7 +355,8 @@ def _link_report(chip) -> dict:
             # the train requests and their replies, and the updates: what a sample costs on
             # the link once the weights are loaded
             "training_bytes_per_sample": training / n,
-            "cycles": chip.transport.cycles, "cycles_per_sample": chip.transport.cycles / n}
+            **({"cycles": chip.transport.cycles, "cycles_per_sample": chip.transport.cycles / n}
+               if hasattr(chip.transport, "cycles") else {})}
 
 
 def _integer_weights(cfg: Config, result) -> list:
@@ -421,7 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
                         + ("; float: its float32 autograd twin" if "float" in backends else "")
                         + ("; sim: the config's chip in Verilator, driven over its host link "
                            "(same bits as model)" if "sim" in backends else "")
+                        + ("; board: the chip on a board's serial port (--port)" if "board" in backends else "")
                         + " (default: model)")
+    t.add_argument("--port", default=None, metavar="DEV",
+                   help="--backend board: the board's serial port (e.g. /dev/ttyUSB0)")
+    t.add_argument("--baud", type=_int_flag, default=3_000_000, metavar="BAUD",
+                   help="--backend board: the serial rate, 8N1 (default 3000000, the ULX3S FT231X)")
     t.add_argument("--limit", type=_int_flag, default=None, metavar="N",
                    help="train on the first N training samples only (a seeded subset)")
     t.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: the config's)")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .runner import WAIVER_FILE, _build_key, _lock, _verilator_root, build_root, verilator_env
 
-__all__ = ["build_pipe_sim", "PipeSim", "SimTimeout", "HARNESS"]
+__all__ = ["build_pipe_sim", "PipeSim", "PtyBridge", "SimTimeout", "HARNESS"]
 
 HARNESS = Path(__file__).resolve().parent / "pipe_harness.cpp"
 _TOP = "hostchip"
@@ -44,7 +44,10 @@ def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False) -> 
 
     geometry = ChipGeometry.from_config(cfg) if geometry is None else geometry
     wkey = None if weights is None else [w.tolist() for w in weights]
-    key = _build_key(_TOP, cfg, geometry, {"pipe": _pipe_opt(), "weights": wkey}, False,
+    # The hardware does not depend on the train section (seed, batch size, epochs...): one
+    # build serves every training run of a chip.
+    hw = {k: v for k, v in cfg.to_dict().items() if k != "train"}
+    key = _build_key(_TOP, hw, geometry, {"pipe": _pipe_opt(), "weights": wkey}, False,
                      extra_sources=[HARNESS])
     bdir = build_root() / f"pipe-{key}"
     exe = bdir / "obj" / f"{_TOP}_pipe"
@@ -165,3 +168,67 @@ class PipeSim:
             self.close()
         except Exception:
             pass
+
+
+class PtyBridge:
+    """The simulated chip behind a pseudo-terminal: what a board's USB serial port is to the
+    host, so that the serial path (pyserial, ``SerialTransport``, ``--backend board``) runs
+    end to end without a board.
+
+    A thread reads what the host writes to the terminal, queues it for ``rx`` and, for each
+    complete frame it saw (a delimiter after at least one other byte), clocks the chip until
+    one more reply left ``tx`` (at most ``max_cycles``: a frame the chip drops gets none),
+    then writes the reply back. ``port`` is the terminal's path (``/dev/pts/N``).
+    """
+
+    def __init__(self, sim: PipeSim, *, max_cycles: int = 2_000_000):
+        import pty
+        import threading
+        import tty
+
+        self.sim, self.max_cycles = sim, max_cycles
+        self._master, self._slave = pty.openpty()
+        tty.setraw(self._slave)
+        self.port = os.ttyname(self._slave)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="pty-bridge", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import select
+
+        in_frame = False
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data = os.read(self._master, 4096)
+            except OSError:
+                return
+            frames = 0
+            for b in data:
+                if b == 0:
+                    frames += in_frame
+                    in_frame = False
+                else:
+                    in_frame = True
+            self.sim.write(data)
+            out = self.sim.run_until_frames(frames, frames * self.max_cycles) if frames else b""
+            if out:
+                os.write(self._master, out)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -23,7 +23,7 @@ from spikeforge.host import protocol as hp
 from spikeforge.host.chip import ModelChip, weights_sha256
 from spikeforge.host.link import LinkChip, LinkError
 from spikeforge.model.snn import FixedPointSNN
-from spikeforge.sim.pipe import PipeSim
+from spikeforge.sim.pipe import PipeSim, PtyBridge
 
 #: 2 cores, mini-batches (accumulate, nearest rounding): the smallest chip with an update op.
 ACC = Config().replace(
@@ -121,9 +121,13 @@ def test_link_chip_refuses_another_chip_and_bad_weights():
             chip.request(hp.Op.READ_WEIGHTS, hp.pack_read_weights(7, 0, 0, 1))
 
 
+def _cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "spikeforge.gen.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def _train(*args, report):
-    r = subprocess.run([sys.executable, "-m", "spikeforge.gen.cli", "train", "-q", *args,
-                        "--report", str(report)], capture_output=True, text=True, timeout=900)
+    r = _cli("train", "-q", *args, "--report", str(report))
     assert r.returncode == 0, r.stderr
     return json.loads(report.read_text())
 
@@ -157,3 +161,47 @@ def test_weights_sha256_is_of_the_integers():
     w = [torch.tensor([[1, -2]]), torch.tensor([[3], [4]], dtype=torch.int16)]
     assert weights_sha256(w) == weights_sha256([t.to(torch.int64) for t in w])
     assert weights_sha256(w) != weights_sha256([w[0], w[1] + 1])
+
+
+DIGITS_SHORT = ["--config", "digits", "--limit", "32", "--batch-size", "8", "--epochs", "1", "--seed", "11"]
+
+
+def test_train_backend_board_over_a_serial_port(tmp_path):
+    """``--backend board``: pyserial on a pseudo-terminal behind which the simulated chip
+    answers (what a board's USB UART is to the host) -- the same digest as the model."""
+    cfg = load_config("digits").replace(train={"batch_size": 8, "seed": 11})
+    with PipeSim.for_config(cfg) as sim, PtyBridge(sim) as pty:
+        board = _train("--backend", "board", "--port", pty.port, *DIGITS_SHORT, report=tmp_path / "b.json")
+    model = _train("--backend", "model", *DIGITS_SHORT, report=tmp_path / "m.json")
+    assert board["weights_sha256"] == model["weights_sha256"]
+    assert board["host_link"]["samples_trained"] == 32 and "cycles" not in board["host_link"]
+
+
+def _user_error(r, *needles):
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--backend", "board"], ["--backend board needs --port"]),
+    (["--port", "/dev/null"], ["--port DEV goes with --backend board"]),
+    (["--backend", "board", "--port", "/nonexistent/ttyX"], ["--port", "/nonexistent/ttyX"]),
+    (["--backend", "board", "--port", "/dev/null", "--baud", "0"], ["--baud", "0"]),
+])
+def test_train_board_flag_errors(args, needles):
+    _user_error(_cli("train", *args), *needles)
+
+
+def test_train_board_with_nothing_answering():
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = _cli("train", "--backend", "board", "--port", os.ttyname(slave), *DIGITS_SHORT, timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    _user_error(r, "no spikeforge chip answered", "version")
