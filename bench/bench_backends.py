@@ -20,8 +20,14 @@ Traffic accounting (the reference architecture's metric): the DRAM bytes a GPU m
 same BPTT step in float32, at batch 1 and at the config's batch size, by the lower bound in
 :func:`gpu_bptt_bytes`, against the chip's host-link bytes per sample.
 
+With ``--epoch``, instead: ``spikeforge train --backend sim`` and ``--backend model`` for one
+whole epoch of digits, on the ``digits`` preset (64-128-10, 2 cores) and on a three-layer
+network over 5 cores (64-24-16-10, P = 4): wall time of each and whether their
+``weights_sha256`` agree.
+
     python bench/bench_backends.py [--configs digits,trainer-20core] [--samples 32] [--cocotb]
         [--cocotb-samples 2] [--clock-mhz 94.5] [--baud 3e6] [--json FILE]
+    python bench/bench_backends.py --epoch
 """
 
 from __future__ import annotations
@@ -145,6 +151,42 @@ def bench_config(name: str, args) -> dict:
     return row
 
 
+def epoch_parity() -> int:
+    """One digits epoch on the simulated chip and on the model, two networks: same digest?"""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    from spikeforge.gen.config import load_config
+
+    tmp = Path(tempfile.mkdtemp())
+    deep = load_config("digits").replace(
+        network={"layers": [64, 24, 16, 10]}, train={"batch_size": 4},
+        hardware={"cores": 5, "lanes": 4, "max_neurons": 12, "max_inputs": 64})
+    (tmp / "deep.yaml").write_text(yaml.safe_dump(deep.to_dict()))
+    print("| network | cores | samples | sim wall s | model wall s | sim weights_sha256 | same as model |")
+    print("|---|---|---|---|---|---|---|")
+    ok = True
+    for label, cfg_arg, cores in (("digits 64-128-10", "digits", 2), ("64-24-16-10", str(tmp / "deep.yaml"), 5)):
+        res = {}
+        for backend in ("sim", "model"):
+            rep = tmp / f"{backend}.json"
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "spikeforge.gen.cli", "train", "-q", "--config", cfg_arg,
+                                "--epochs", "1", "--backend", backend, "--report", str(rep)],
+                               capture_output=True, text=True)
+            if r.returncode:
+                print(r.stderr, file=sys.stderr)
+                return 1
+            res[backend] = (time.perf_counter() - t0, json.loads(rep.read_text()))
+        same = res["sim"][1]["weights_sha256"] == res["model"][1]["weights_sha256"]
+        ok &= same
+        print(f"| {label} | {cores} | {res['sim'][1]['host_link']['samples_trained']:,} | {res['sim'][0]:,.0f} | "
+              f"{res['model'][0]:,.0f} | {res['sim'][1]['weights_sha256'][:16]}... | {'yes' if same else 'NO'} |")
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="digits-1core,digits,trainer-20core",
@@ -156,7 +198,11 @@ def main(argv=None) -> int:
                     help="chip clock of the board estimate (default: the 784 -> 8 core's measured fmax)")
     ap.add_argument("--baud", type=float, default=3e6)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--epoch", action="store_true",
+                    help="only: one whole digits epoch, sim against model, two networks")
     args = ap.parse_args(argv)
+    if args.epoch:
+        return epoch_parity()
     rows = []
     for name in args.configs.split(","):
         print(f"[bench_backends] {name} ...", file=sys.stderr, flush=True)

@@ -117,10 +117,12 @@ def estimate(geo) -> dict:
             "total": total, "all_measured": all(r["core_measured"] for r in per_core)}
 
 
-def memory_map(fragment, cores: int) -> tuple[list[list[dict]], list[dict]]:
+def memory_map(fragment, cores: int, core_fragments=None) -> tuple[list[list[dict]], list[dict]]:
     """Every memory of the elaborated chip (``Fragment.get(chip, None)``) as ``{name, words,
     bits}``: one list per core (its core, barrier and error reduction, named by the chip's
-    submodule ``core<k>``, ``spk_merge<k>``, ...) and one of the rest of the chip."""
+    submodule ``core<k>``, ``spk_merge<k>``, ...) and one of the rest of the chip.
+    ``core_fragments``: ``{k: elaborated core}`` of a chip whose cores are instances of
+    shared modules (``Chip(shared_cores=True)``)."""
     import re
 
     from amaranth.hdl import MemoryInstance, Shape
@@ -139,19 +141,23 @@ def memory_map(fragment, cores: int) -> tuple[list[list[dict]], list[dict]]:
             walk(sub, path + [name if isinstance(name, str) else str(name)])
 
     walk(fragment, [])
+    for k, frag in sorted((core_fragments or {}).items()):
+        walk(frag, [f"core{k}"])
     return per_core, rest
 
 
-def manifest(cfg, geo, chip, fragment=None) -> dict:
+def manifest(cfg, geo, chip, fragment=None, core_fragments=None) -> dict:
     """Everything a user or a host program needs to know about the generated chip;
-    ``fragment``: the elaborated chip, for the full memory inventory (``memories``)."""
+    ``fragment`` (and ``core_fragments``, see :func:`memory_map`): the elaborated chip, for
+    the full memory inventory (``memories``)."""
     from amaranth.hdl import Shape
 
     from ..host.protocol import PROTOCOL_VERSION
     from ..rtl.noc import flit_layout, inject_layout
 
     a = cfg.arithmetic
-    mems, chip_mems = memory_map(fragment, len(geo.cores)) if fragment is not None else (None, None)
+    mems, chip_mems = (memory_map(fragment, len(geo.cores), core_fragments) if fragment is not None
+                       else (None, None))
     cores = []
     for pl in geo.cores:
         g = pl.geom
@@ -247,7 +253,7 @@ def generate(cfg, out_dir, *, cores: int | None = None, force: bool = False, log
     from amaranth.hdl import Fragment
 
     from ..fpga.boards import get_board
-    from ..rtl.chip import Chip
+    from ..rtl.chip import Chip, core_module_name
     from .verilog import emit_verilog
 
     say = log or (lambda msg: None)
@@ -265,13 +271,17 @@ def generate(cfg, out_dir, *, cores: int | None = None, force: bool = False, log
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         os.chmod(tmp, 0o777 & ~_umask())                  # mkdtemp makes it private (0700)
         t0 = time.monotonic()
-        chip = Chip(cfg, geo, debug=False)
-        say(f"elaborating {len(geo.cores)} cores on a {geo.rows} x {geo.cols} mesh")
+        # each core kind is elaborated and emitted once, then instantiated
+        chip = Chip(cfg, geo, debug=False, shared_cores=True)
+        say(f"elaborating {len(chip.verilog_modules)} core kinds and a {geo.rows} x {geo.cols} mesh")
         fragment = Fragment.get(chip, None)
+        kinds = {name: Fragment.get(core, None) for name, core in chip.verilog_modules.items()}
+        core_fragments = {pl.core: kinds[core_module_name(pl)] for pl in geo.cores}
         say(f"emitting Verilog ({time.monotonic() - t0:.1f} s)")
-        (tmp / "chip.v").write_text(emit_verilog(chip, "spikeforge_chip", fragment=fragment))
+        (tmp / "chip.v").write_text(emit_verilog(chip, "spikeforge_chip", fragment=fragment,
+                                                       module_fragments=kinds))
         say(f"Verilog written in {time.monotonic() - t0:.1f} s")
-        man = manifest(cfg, geo, chip, fragment)
+        man = manifest(cfg, geo, chip, fragment, core_fragments)
         (tmp / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
         (tmp / "report.md").write_text(report_md(cfg, geo, man, board))
         if out.exists() or out.is_symlink():

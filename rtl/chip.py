@@ -33,7 +33,8 @@ then waits for every response).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import (Array, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal,
+                          Value, signed, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,7 +47,7 @@ from .interfaces import (IDX_BITS, Op, Phase, Status, ds_layout, err_layout, eve
 from .noc import Mesh, MeshShape, MessageClass, PlaneSpec, inject_layout
 from .wg import inplace
 
-__all__ = ["Chip", "chip_planes", "chip_cmd_layout", "chip_rsp_layout", "chip_event_layout",
+__all__ = ["Chip", "core_module_name", "core_instance", "chip_planes", "chip_cmd_layout", "chip_rsp_layout", "chip_event_layout",
            "chip_error_width", "BITMAP_WORD", "MON_KINDS"]
 
 #: The chip's monitor kinds per core, in ``mon_valid`` bit order.
@@ -545,6 +546,24 @@ def _arbitrate(m, out, ins, name):
         m.d.sync += locked.eq(0)
 
 
+def core_module_name(pl) -> str:
+    """Verilog module of a core placement ``pl``: cores of one layer with the same fan-in and
+    neuron count are the same hardware (without initial weights)."""
+    return f"spikeforge_core_l{pl.layer}_{pl.geom.n_in}x{pl.geom.n_neurons}"
+
+
+def core_instance(core: Core, name: str) -> Instance:
+    """An instance of Verilog module ``name`` (``core`` emitted on its own) bound to
+    ``core``'s port signals, which the chip wires as usual. The port names are those
+    ``gen/verilog.py`` gives a component's signature members."""
+    ports = {"i_clk": ClockSignal("sync"), "i_rst": ResetSignal("sync")}
+    for path, member, value in core.signature.flatten(core):
+        value = Value.cast(value)
+        if len(value):                     # a zero-width member is no Verilog port
+            ports[("i_" if member.flow == In else "o_") + "__".join(map(str, path))] = value
+    return Instance(name, **ports)
+
+
 class Chip(wiring.Component):
     """The N-core training chip (see the module doc).
 
@@ -554,18 +573,26 @@ class Chip(wiring.Component):
     spike words, ``mon<k>_err`` error words, ``mon<k>_ds`` reduced errors, ``mon<k>_ev``
     events into the core, ``mon<k>_w`` weight write-backs) for the testbench; the NoC's
     counters are read with ``ctr_node``/``ctr_addr`` -> ``ctr_data`` either way.
+
+    ``shared_cores``: each distinct core is elaborated once, as its own Verilog module
+    (:attr:`verilog_modules`, which ``gen/verilog.py`` appends to the chip's text), and
+    instantiated at every position of its kind -- what makes ``generate`` and the pipe
+    simulator's build fast. Needs ``weights=None`` and ``debug=False`` (initial weights and
+    debug monitors make every core distinct hardware or reach inside it).
     """
 
     def __init__(self, cfg, geometry: ChipGeometry | None = None, *, debug: bool = True,
-                 weights=None):
+                 weights=None, shared_cores: bool = False):
         geometry = ChipGeometry.from_config(cfg) if geometry is None else geometry
         if not isinstance(geometry, ChipGeometry):
             raise TypeError(f"Chip: geometry must be a ChipGeometry, got {type(geometry).__name__}")
         if weights is not None and len(weights) != len(cfg.network.layers) - 1:
             raise ValueError(f"Chip: {len(weights)} weight matrices for "
                              f"{len(cfg.network.layers) - 1} layers")
+        if shared_cores and (weights is not None or debug):
+            raise ValueError("Chip: shared_cores needs weights=None and debug=False")
         self.cfg, self.geometry, self.debug = cfg, geometry, bool(debug)
-        self.weights = weights
+        self.weights, self.shared_cores = weights, bool(shared_cores)
         self.mesh = MeshShape.from_chip(geometry)
         self.planes = chip_planes(cfg, geometry)
         n = len(geometry.cores)
@@ -579,11 +606,20 @@ class Chip(wiring.Component):
             "ctr_data": Out(self.noc.ctr_data.shape()),
         }
         self.cores = []
+        #: Verilog modules the chip instantiates, by name (``shared_cores``): one core per kind
+        self.verilog_modules: dict[str, Core] = {}
         for pl in geometry.cores:
             w = None
             if weights is not None:
                 w = weights[pl.layer][pl.offset:pl.offset + pl.geom.n_neurons]
-            self.cores.append(Core(cfg, pl.geom, debug=self.debug, weights=w))
+            if self.shared_cores and core_module_name(pl) in self.verilog_modules:
+                core = Core(cfg, pl.geom, debug=False)   # its ports only: never elaborated
+                core._MustUse__silence = True            # (Amaranth's "created but never used")
+                self.cores.append(core)
+            else:
+                self.cores.append(Core(cfg, pl.geom, debug=self.debug, weights=w))
+            if self.shared_cores:
+                self.verilog_modules.setdefault(core_module_name(pl), self.cores[-1])
         if self.debug:
             a, P = cfg.arithmetic, cfg.hardware.lanes
             #: every monitor's valid bit (``5 * k + MON_KINDS.index(kind)``): a testbench reads
@@ -615,7 +651,7 @@ class Chip(wiring.Component):
         agents = []
         for pl, core in zip(geo.cores, self.cores):
             k, l = pl.core, pl.layer
-            m.submodules[f"core{k}"] = core
+            m.submodules[f"core{k}"] = core_instance(core, core_module_name(pl)) if self.shared_cores else core
             # forward: spikes to the next layer, the barrier in front of ev_in
             if l < last_layer:
                 src = SpikeSource(cfg, geo, k)

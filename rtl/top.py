@@ -28,10 +28,12 @@ class HostChip(wiring.Component):
 
     def __init__(self, cfg, geometry: ChipGeometry | None = None, *, debug: bool = True,
                  weights=None, max_payload: int = 2048, max_reply: int = 2032,
-                 timeout_cycles: int = 1 << 20, counter_bits: int = 16):
+                 timeout_cycles: int = 1 << 20, counter_bits: int = 16, shared_cores: bool = False):
         geometry = ChipGeometry.from_config(cfg) if geometry is None else geometry
         self.cfg, self.geometry = cfg, geometry
-        self.chip = Chip(cfg, geometry, debug=debug, weights=weights)
+        self.chip = Chip(cfg, geometry, debug=debug, weights=weights, shared_cores=shared_cores)
+        #: the chip's core modules, emitted beside this top (``shared_cores``)
+        self.verilog_modules = self.chip.verilog_modules
         self.link = HostLink(max_payload, max_reply, timeout_cycles, counter_bits)
         self.executor = Executor(cfg, geometry, max_payload=max_payload, counter_bits=counter_bits,
                                  counters=debug, weights_loaded=weights is not None)

@@ -58,7 +58,8 @@ def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False) -> 
             shutil.rmtree(bdir)
         bdir.mkdir(parents=True)
         t0 = time.monotonic()
-        vfile = write_verilog(HostChip(cfg, geometry, debug=False, weights=weights),
+        vfile = write_verilog(HostChip(cfg, geometry, debug=False, weights=weights,
+                                       shared_cores=weights is None),
                               bdir / f"{_TOP}.v", name=_TOP)
         env = verilator_env()
         flags = env.get("MAKEFLAGS", "").split()
