@@ -27,18 +27,31 @@ from .test_cli import assert_user_error, run
 from .test_fedavg import naive_fedavg
 
 
-def _replay(cfg, rep, spec_extra):
-    """The run's global weights recomputed in this process from the rounds' participants."""
+def _replay(cfg, rep, spec_extra, shas=None):
+    """The run's global weights recomputed in this process from the rounds' participants, every
+    worker on the model (an all-model run); ``shas`` gets each round's ``weights_sha256``."""
     spec = {"config": cfg.to_dict(), "workers": rep["workers"], "seed": rep["seed"],
             "local_epochs": rep["local_epochs"], "partition": rep["partition"], **spec_extra}
     weights = FixedPointSNN(cfg).weights
     accs = []
+    if shas is not None:
+        shas.append(weights_sha256(weights))
     for e in rep["rounds"][1:]:
         outs = [local_train(spec, p, e["round"], weights) for p in e["participants"]]
+        assert all(o[3]["backend"] == "model" for o in outs)
         if e["aggregated"]:
             weights = naive_fedavg([o[0] for o in outs], [o[1] for o in outs])
         accs.append(evaluate(FixedPointSNN(cfg, weights), cfg, *_test_set()))
+        if shas is not None:
+            shas.append(weights_sha256(weights))
     return weights, accs
+
+
+def _small_cfg(seed):
+    """64-16-10 on 2 cores, stochastic rounding (so the LFSR seeds count too): a quick build."""
+    return load_config("federated-worker").replace(
+        network={"layers": [64, 16, 10]}, hardware={"cores": 2, "max_inputs": 64, "max_neurons": 16},
+        arithmetic={"rounding": "stochastic"}, train={"seed": seed})
 
 
 def _test_set():
@@ -76,10 +89,39 @@ def test_kill_and_rejoin_rounds_complete_bit_exact():
     assert wall < 600
 
 
+def test_one_sim_worker_same_bits_as_all_model():
+    """Worker 0 on the Verilated chip (LinkChip over PipeSim), 1 and 2 on the model: every
+    round's global weights equal those of the all-model federation, bit for bit."""
+    seed, limit = 7, 24
+    cfg = _small_cfg(seed)
+    said = []
+    rep, weights = run_federated(cfg, workers=3, rounds=2, local_epochs=1, seed=seed, quorum=3,
+                                 backends=["sim", "model", "model"], shard_limit=limit,
+                                 join_timeout=120, timeout=400, progress=said.append)
+    assert any(m.startswith("building the simulated chip") for m in said), said
+    assert rep["backends"] == ["sim", "model", "model"]
+    for e in rep["rounds"][1:]:
+        assert e["participants"] == [0, 1, 2] and e["aggregated"], e
+        # what the workers report they ran on: worker 0 clocked the simulated chip
+        assert e["worker_backends"] == {"0": "sim", "1": "model", "2": "model"}, e
+        assert list(e["chip_cycles"]) == ["0"] and e["chip_cycles"]["0"] > 10_000, e
+    shas = []
+    want, accs = _replay(cfg, rep, {"shard_limit": limit}, shas)
+    assert [e["weights_sha256"] for e in rep["rounds"]] == shas
+    assert rep["weights_sha256"] == shas[-1] == weights_sha256(weights)
+    assert all(torch.equal(a, b) for a, b in zip(weights, want))
+    assert [e["accuracy"] for e in rep["rounds"][1:]] == accs
+    assert len(set(shas)) == len(shas), "training changed nothing: the test would prove nothing"
+
+
 def test_cli_federated_user_errors(tmp_path):
     assert_user_error(run("federated", "--partition", "dirichlet:0"), "dirichlet", "ALPHA")
     assert_user_error(run("federated", "--partition", "skewed"), "skewed")
-    assert_user_error(run("federated", "--backend", "sim"), "sim")
+    assert_user_error(run("federated", "--backend", "board"), "'board'", "model, sim or sim:N")
+    assert_user_error(run("federated", "--backend", "sim:0"), "'sim:0'", "at least 1")
+    assert_user_error(run("federated", "--backend", "sim:two"), "'sim:two'")
+    assert_user_error(run("federated", "--backend", "model:1"), "'model:1'")
+    assert_user_error(run("federated", "--workers", "3", "--backend", "sim:4"), "sim:4", "3 workers")
     assert_user_error(run("federated", "--workers", "0"), "--workers")
     assert_user_error(run("federated", "--workers", "3", "--quorum", "4"), "--quorum")
     assert_user_error(run("federated", "--workers", "200"), "200 workers")
@@ -93,8 +135,19 @@ def test_cli_federated_user_errors(tmp_path):
 def test_cli_federated_help_lists_only_working_backends():
     r = run("federated", "--help")
     assert r.returncode == 0
-    assert "{model}" in r.stdout and "sim" not in r.stdout.split("--backend")[1].split("\n")[0]
+    assert "--backend model|sim|sim:N" in r.stdout and "board" not in r.stdout
     assert "federated" in run("--help").stdout
+
+
+def test_worker_backends():
+    from spikeforge.federated.cli import worker_backends
+
+    assert worker_backends("model", 3) == ["model"] * 3
+    assert worker_backends("sim", 2) == ["sim"] * 2
+    assert worker_backends("sim:1", 5) == ["sim", "model", "model", "model", "model"]
+    assert worker_backends("sim:3", 3) == ["sim"] * 3
+    with pytest.raises(ValueError, match="only 2 workers"):
+        worker_backends("sim:3", 2)
 
 
 def test_flower_runs_offline_env():
