@@ -3,8 +3,11 @@
 Default regression: one 5-worker run on small shards in which 1 and then 2 workers are
 killed mid-round; the rounds complete, the workers rejoin, and the global weights equal an
 in-process replay (each participant's local training + the naive FedAvg reference) bit for
-bit. ``-m slow``: full 5-worker runs (same seed twice: identical weights; IID within 2
-points of centralised training); bench/bench_federated.py measures them.
+bit; and one 3-worker run with worker 0 on the simulated chip (LinkChip over PipeSim)
+whose every round's weights equal the all-model federation's. ``-m slow``: full 5-worker
+runs (same seed twice: identical weights; IID within 2 points of centralised training),
+and the CLI with ``--backend sim:1`` against ``--backend model`` on full shards;
+bench/bench_federated.py and bench/bench_federated_backends.py measure them.
 """
 
 from __future__ import annotations
@@ -174,3 +177,31 @@ def test_iid_fedavg_within_two_points_of_centralised():
     rep, _ = run_federated(cfg, workers=5, rounds=rounds, local_epochs=epochs, seed=seed)
     central = centralised_curve(cfg.replace(train={"seed": seed}), rounds * epochs)
     assert rep["final_accuracy"] >= central[-1]["accuracy"] - 0.02, (rep["final_accuracy"], central[-1])
+
+
+@pytest.mark.slow
+def test_cli_one_sim_worker_full_shards_same_bits_as_all_model(tmp_path):
+    """``spikeforge federated --backend sim:1`` and ``--backend model``, full shards: the same
+    weights_sha256 every round; the report and the table name each worker's backend."""
+    import yaml
+
+    cfg_file = tmp_path / "small.yaml"
+    cfg_file.write_text(yaml.safe_dump(_small_cfg(7).to_dict()))
+    reps, errs = {}, {}
+    for backend in ("model", "sim:1"):
+        report = tmp_path / f"{backend}.json"
+        r = run("federated", "--config", str(cfg_file), "--workers", "3", "--rounds", "2",
+                "--local-epochs", "1", "--seed", "7", "--quorum", "3", "--backend", backend,
+                "--report", str(report))
+        assert r.returncode == 0, r.stderr
+        reps[backend], errs[backend] = json.loads(report.read_text()), r.stderr
+        assert reps[backend]["backend"] == backend
+        assert ("backends: worker 0 sim, worker 1 model, worker 2 model" in r.stdout) == (backend == "sim:1")
+    assert reps["model"]["backends"] == ["model"] * 3
+    assert reps["sim:1"]["backends"] == ["sim", "model", "model"]
+    assert "building the simulated chip" in errs["sim:1"] and "simulated" not in errs["model"]
+    assert [e["weights_sha256"] for e in reps["sim:1"]["rounds"]] == \
+        [e["weights_sha256"] for e in reps["model"]["rounds"]]
+    assert all(e["worker_backends"]["0"] == "sim" and e["chip_cycles"]["0"] > 0
+               for e in reps["sim:1"]["rounds"][1:])
+
