@@ -268,7 +268,8 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
         rounds.append(entry)
         status("round_end", round=r, participants=pids, accuracy=entry["accuracy"],
                aggregated=entry["aggregated"])
-    report = {"workers": W, "backends": spec.get("backends") or ["model"] * W, "rounds": rounds, "final_accuracy": rounds[-1]["accuracy"],
+    report = {"workers": W, "backends": spec.get("backends") or ["model"] * W, "rounds": rounds,
+              "final_accuracy": rounds[-1]["accuracy"],
               "weights_sha256": weights_sha256(weights), "wall_seconds": time.monotonic() - t_run,
               "bytes_down": sum(e["bytes_down"] for e in rounds),
               "bytes_up": sum(e["bytes_up"] for e in rounds)}
