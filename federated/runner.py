@@ -314,13 +314,13 @@ def _build_sim(cfg, say) -> None:
     """Build (or find cached) the pipe simulator of ``cfg`` that the sim workers run."""
     from ..sim.pipe import build_pipe_sim
 
-    say("building the simulated chip (Verilator; 20-90 s the first time, then cached in build/sim) ...")
+    say("building the simulated chip (Verilator; 20-90 s the first time, then cached) ...")
     t0 = time.monotonic()
     try:
         exe = build_pipe_sim(cfg, quiet=True)
     except Exception as e:  # Verilator missing, a compile error, ...: name it, end the run
         raise FederatedError(f"cannot build the simulated chip: {type(e).__name__}: {e}") from None
-    say(f"simulated chip ready in {time.monotonic() - t0:.1f} s ({exe.parent.parent.name})")
+    say(f"simulated chip ready in {time.monotonic() - t0:.1f} s ({exe.parent.parent})")
 
 
 def _terminate(signum, frame):
