@@ -3,9 +3,13 @@
 Protocol, one message pair per worker and round: the server sends the global weights
 (``ArrayRecord`` "weights", one integer array per layer, in the narrowest numpy integer
 type that holds ``weight_bits``) and a ``ConfigRecord`` "task" (round, and the run spec as
-JSON: resolved config, seed, local epochs, partition); the worker loads them into its
-chip, trains ``local_epochs`` epochs on its shard and replies with the chip's weights and
-a ``MetricRecord`` "metrics" (partition-id, num-examples, train-accuracy, seconds).
+JSON: resolved config, seed, local epochs, partition, each worker's backend); the worker
+loads them into its chip (``model``: :class:`~spikeforge.host.chip.ModelChip`; ``sim``:
+:class:`~spikeforge.host.link.LinkChip` over a :class:`~spikeforge.sim.pipe.PipeSim`
+started for the round), trains ``local_epochs`` epochs on its shard and replies with the
+chip's weights, a ``MetricRecord`` "metrics" (partition-id, num-examples, train-accuracy,
+seconds, chip-cycles: simulated cycles, 0 on the model) and a ``ConfigRecord`` "chip"
+(backend: what it ran on).
 
 Round policy (worker loss): before a round the server waits up to ``join_timeout`` for all
 ``workers`` SuperNodes, then sends to those connected (at least ``quorum``). The round
@@ -33,7 +37,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-__all__ = ["server_app", "client_app", "stream_seed", "weights_sha256", "wire_dtype"]
+__all__ = ["server_app", "client_app", "stream_seed", "weights_sha256", "wire_dtype", "local_train",
+           "worker_backend"]
 
 server_app = ServerApp()
 client_app = ClientApp()
@@ -88,20 +93,47 @@ def _dataset(name: str):
 
 
 # ------------------------------------------------------------------------------ worker
+def worker_backend(spec: dict, partition_id: int) -> str:
+    """The backend of worker ``partition_id``: ``spec["backends"]`` (a list), else ``model``."""
+    backends = spec.get("backends") or ["model"] * spec["workers"]
+    return backends[partition_id]
+
+
 def local_train(spec: dict, partition_id: int, round_no: int, weights: list[torch.Tensor]):
-    """One worker's round on a :class:`~spikeforge.host.chip.ModelChip`: returns (weights, n, accuracy)."""
+    """One worker's round on its backend's chip: returns (weights, n, accuracy, chip info).
+
+    ``sim``: a fresh simulator for the round (built before the federation started; cached),
+    closed when the round ends. Chip info: ``{"backend": ..., "cycles": simulated cycles}``.
+    """
     from ..gen.config import config_from_dict
-    from ..host.chip import ModelChip
+
+    cfg = config_from_dict(spec["config"])
+    backend = worker_backend(spec, partition_id)
+    if backend == "model":
+        from ..host.chip import ModelChip
+
+        out = _train_on(ModelChip(cfg), cfg, spec, partition_id, round_no, weights)
+        return (*out, {"backend": backend, "cycles": 0})
+    if backend == "sim":
+        from ..host.link import LinkChip
+        from ..sim.pipe import PipeSim, build_pipe_sim
+
+        with PipeSim(build_pipe_sim(cfg, quiet=True)) as sim:
+            out = _train_on(LinkChip(cfg, sim), cfg, spec, partition_id, round_no, weights)
+            return (*out, {"backend": backend, "cycles": sim.cycles})
+    raise ValueError(f"worker {partition_id}: unknown backend {backend!r}")
+
+
+def _train_on(chip, cfg, spec: dict, partition_id: int, round_no: int, weights):
+    """Train ``chip`` for the worker's round: (weights, n, accuracy)."""
     from ..model.train import epoch_batches
     from .partition import partition
 
-    cfg = config_from_dict(spec["config"])
     ds = _dataset(cfg.train.dataset)
     shard = partition(ds.y_train, spec["workers"], spec["partition"], spec["seed"])[partition_id]
     if spec.get("shard_limit"):  # smoke runs and tests: the first N samples of the shard
         shard = shard[:spec["shard_limit"]]
     x, y = ds.x_train[shard], ds.y_train[shard]
-    chip = ModelChip(cfg)
     chip.load_weights(weights)
     chip.set_seeds(stream_seed(spec["seed"], partition_id, round_no, "lfsr") & 0xFFFF_FFFF)
     g_shuffle = torch.Generator().manual_seed(stream_seed(spec["seed"], partition_id, round_no, "shuffle"))
@@ -122,11 +154,12 @@ def _worker(msg: Message, context: Context) -> Message:
     task = msg.content["task"]
     spec = json.loads(task["spec"])
     pid = int(context.node_config["partition-id"])
-    weights, n, acc = local_train(spec, pid, int(task["round"]), from_record(msg.content["weights"]))
+    weights, n, acc, chip = local_train(spec, pid, int(task["round"]), from_record(msg.content["weights"]))
     bits = spec["config"]["arithmetic"]["weight_bits"]
     metrics = MetricRecord({"partition-id": pid, "num-examples": n, "train-accuracy": acc,
-                            "seconds": time.perf_counter() - t0})
-    return Message(RecordDict({"weights": to_record(weights, bits), "metrics": metrics}), reply_to=msg)
+                            "seconds": time.perf_counter() - t0, "chip-cycles": chip["cycles"]})
+    return Message(RecordDict({"weights": to_record(weights, bits), "metrics": metrics,
+                               "chip": ConfigRecord({"backend": chip["backend"]})}), reply_to=msg)
 
 
 # ------------------------------------------------------------------------------ server
@@ -172,10 +205,11 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
     quorum, W = spec["quorum"], spec["workers"]
     t_run = time.monotonic()
     rounds = [{"round": 0, "accuracy": evaluate(FixedPointSNN(cfg, weights), cfg, ds.x_test, ds.y_test),
-               "participants": [], "seconds": 0.0, "bytes_down": 0, "bytes_up": 0}]
+               "participants": [], "seconds": 0.0, "bytes_down": 0, "bytes_up": 0,
+               "weights_sha256": weights_sha256(weights)}]
     status("start", accuracy=rounds[0]["accuracy"])
     task_spec = json.dumps({k: spec.get(k) for k in ("config", "workers", "seed", "local_epochs",
-                                                      "partition", "shard_limit")})
+                                                      "partition", "shard_limit", "backends")})
     suspects: set[int] = set()
     for r in range(1, spec["rounds"] + 1):
         t0 = time.monotonic()
@@ -205,7 +239,8 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
                 if pid not in replies:
                     replies[pid] = (from_record(reply.content["weights"]), int(m["num-examples"]),
                                     float(m["train-accuracy"]), record_bytes(reply.content["weights"]),
-                                    float(m["seconds"]))
+                                    float(m["seconds"]), str(reply.content["chip"]["backend"]),
+                                    int(m["chip-cycles"]))
             now = time.monotonic()
             if len(replies) >= quorum and t_quorum is None:
                 t_quorum = now
@@ -219,18 +254,22 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
                      worker_seconds={str(p): replies[p][4] for p in pids},
                      bytes_up=sum(replies[p][3] for p in pids),
                      samples={str(p): replies[p][1] for p in pids},
-                     worker_train_accuracy={str(p): replies[p][2] for p in pids})
+                     worker_train_accuracy={str(p): replies[p][2] for p in pids},
+                     worker_backends={str(p): replies[p][5] for p in pids},
+                     chip_cycles={str(p): replies[p][6] for p in pids if replies[p][6]})
         if len(pids) >= quorum:
             weights = fedavg([replies[p][0] for p in pids], [replies[p][1] for p in pids])
             entry["aggregated"] = True
         else:
             entry["aggregated"] = False
+        entry["weights_sha256"] = weights_sha256(weights)
         entry["accuracy"] = evaluate(FixedPointSNN(cfg, weights), cfg, ds.x_test, ds.y_test)
         entry["seconds"] = time.monotonic() - t0
         rounds.append(entry)
         status("round_end", round=r, participants=pids, accuracy=entry["accuracy"],
                aggregated=entry["aggregated"])
-    report = {"workers": W, "rounds": rounds, "final_accuracy": rounds[-1]["accuracy"],
+    report = {"workers": W, "backends": spec.get("backends") or ["model"] * W, "rounds": rounds,
+              "final_accuracy": rounds[-1]["accuracy"],
               "weights_sha256": weights_sha256(weights), "wall_seconds": time.monotonic() - t_run,
               "bytes_down": sum(e["bytes_down"] for e in rounds),
               "bytes_up": sum(e["bytes_up"] for e in rounds)}

@@ -2,14 +2,16 @@
 
 ``gen/cli.py`` wires this in with ``add_federated_parser(subparsers)``::
 
-    spikeforge federated [--workers W] [--backend model] [--rounds R] [--local-epochs E]
+    spikeforge federated [--workers W] [--backend model|sim|sim:N] [--rounds R] [--local-epochs E]
                          [--partition iid|dirichlet:ALPHA] [--seed S] [--quorum Q]
                          [--config FILE|PRESET] [--report FILE.json] [--plot FILE.png] [-q]
 
 Starts a Flower SuperLink and W SuperNodes on 127.0.0.1 (see :mod:`.runner`), runs R
 rounds, and prints one line per round (accuracy of the global model, participants, bytes,
-seconds) and the final ``weights_sha256`` on stdout. Progress goes to stderr. Only the
-``model`` backend exists today; ``sim`` and ``board`` appear when their drivers do.
+seconds) and the final ``weights_sha256`` on stdout. Progress goes to stderr. Backends:
+``model`` (every worker on the bit-exact model), ``sim`` (every worker on the Verilated
+chip behind its host link) or ``sim:N`` (workers 0..N-1 on the simulated chip, the rest on
+the model); ``board`` appears when its driver does.
 """
 
 from __future__ import annotations
@@ -23,10 +25,47 @@ from typing import TextIO
 
 from ..gen.argtypes import positive_int, seed_int
 
-__all__ = ["add_federated_parser", "cmd_federated", "FEDERATED_BACKENDS", "format_report"]
+__all__ = ["add_federated_parser", "cmd_federated", "FEDERATED_BACKENDS", "format_report",
+           "parse_backend", "worker_backends"]
 
 #: Chip backends a worker can drive (static: `spikeforge --help` must not import torch).
-FEDERATED_BACKENDS = ("model",)
+FEDERATED_BACKENDS = ("model", "sim")
+
+_BACKEND_CHOICES = "model, sim or sim:N (workers 0..N-1 on the simulated chip, the rest on the model)"
+
+
+def parse_backend(text: str) -> tuple[str, int | None]:
+    """``--backend`` text -> ``(backend, N)``: ``("model", None)``, ``("sim", None)``, ``("sim", N)``."""
+    name, sep, count = text.partition(":")
+    if name not in FEDERATED_BACKENDS or (sep and name != "sim"):
+        raise ValueError(f"{text!r}: choose {_BACKEND_CHOICES}")
+    if not sep:
+        return name, None
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{text!r}: N in sim:N must be a whole number of workers, at least 1")
+    return name, int(count)
+
+
+def worker_backends(text: str, workers: int) -> list[str]:
+    """The backend of each of ``workers`` workers for ``--backend`` ``text`` (ValueError if bad)."""
+    try:
+        name, n = parse_backend(text)
+    except ValueError as e:
+        raise ValueError(f"--backend {e}") from None
+    if n is None:
+        return [name] * workers
+    if n > workers:
+        raise ValueError(f"--backend {text}: {n} workers on the simulated chip, but only {workers} "
+                         f"workers (--workers)")
+    return ["sim"] * n + ["model"] * (workers - n)
+
+
+def _backend(text: str) -> str:
+    try:
+        parse_backend(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _partition(text: str) -> str:
@@ -48,8 +87,11 @@ def add_federated_parser(subparsers) -> argparse.ArgumentParser:
                     "averages the weights in integers (weighted by sample counts, one half-up "
                     "rounding) and evaluates the global model on the test set.")
     p.add_argument("--workers", type=positive_int, default=5, metavar="W", help="workers (default 5)")
-    p.add_argument("--backend", choices=FEDERATED_BACKENDS, default="model",
-                   help="chip of every worker; model: the bit-exact fixed-point model (default)")
+    p.add_argument("--backend", type=_backend, default="model", metavar="model|sim|sim:N",
+                   help="chip of the workers. model: the bit-exact fixed-point model (default); "
+                        "sim: the Verilated chip behind its host link (built once before the run, "
+                        "20-90 s the first time, then cached in build/sim); sim:N: workers 0..N-1 "
+                        "on the simulated chip, the others on the model")
     p.add_argument("--rounds", type=positive_int, default=10, metavar="R", help="rounds (default 10)")
     p.add_argument("--local-epochs", type=positive_int, default=3, metavar="E", dest="local_epochs",
                    help="epochs over its shard each worker trains per round (default 3)")
@@ -93,6 +135,9 @@ def format_report(rep: dict) -> str:
     lines.append(f"final accuracy: {100 * rep['final_accuracy']:.2f} % ({rep['workers']} workers, "
                  f"{len(rep['rounds']) - 1} rounds x {rep['local_epochs']} epochs, {rep['partition']}, "
                  f"seed {rep['seed']}; {rep['total_seconds']:.0f} s)")
+    backends = rep.get("backends") or []
+    if set(backends) - {"model"}:
+        lines.append("backends: " + ", ".join(f"worker {k} {b}" for k, b in enumerate(backends)))
     lines.append(f"weights_sha256: {rep['weights_sha256']}")
     return "\n".join(lines) + "\n"
 
@@ -106,6 +151,10 @@ def cmd_federated(args, out: TextIO) -> int:
     quorum = args.quorum if args.quorum is not None else (args.workers + 1) // 2
     if quorum > args.workers:
         raise UserError(f"--quorum {quorum} is more than the {args.workers} workers")
+    try:
+        backends = worker_backends(args.backend, args.workers)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     _writable("--report", args.report)
     _writable("--plot", args.plot)
     from .partition import partition
@@ -125,11 +174,11 @@ def cmd_federated(args, out: TextIO) -> int:
     try:
         rep, _ = run_federated(cfg, workers=args.workers, rounds=args.rounds,
                                local_epochs=args.local_epochs, partition=args.partition,
-                               seed=args.seed, quorum=quorum, progress=say)
+                               seed=args.seed, quorum=quorum, backends=backends, progress=say)
     except FederatedError as e:
         print(f"spikeforge: error: {e}", file=sys.stderr)
         return 1
-    rep["backend"] = args.backend
+    rep["backend"] = args.backend  # as given; rep["backends"]: each worker's
     if args.plot:
         from .report import centralised_curve, plot_accuracy
 

@@ -34,7 +34,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FederatedError", "Fault", "FLOWER_ENV", "run_federated", "find_tool"]
+__all__ = ["FederatedError", "Fault", "FLOWER_ENV", "MIXED_GRACE", "WORKER_BACKENDS", "run_federated",
+           "find_tool"]
+
+#: The chips a worker can run on.
+WORKER_BACKENDS = ("model", "sim")
+
+#: Default ``grace_fraction`` when model and sim workers mix: a round waits up to this many
+#: times the quorum's time for the rest (the sim worker), not half of it.
+MIXED_GRACE = 20.0
 
 #: What makes Flower work offline (see DESIGN.md, "Federated learning").
 FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -218,10 +226,11 @@ class _Federation:
 def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, partition: str = "iid",
                   seed: int = 0, quorum: int | None = None, faults: tuple[Fault, ...] = (),
                   round_timeout: float = 600.0, join_timeout: float = 60.0, min_grace: float = 5.0,
-                  grace_fraction: float = 0.5, shard_limit: int | None = None,
+                  grace_fraction: float | None = None, shard_limit: int | None = None,
+                  backends: list[str] | None = None,
                   timeout: float | None = None, workdir: str | Path | None = None,
                   progress=None) -> tuple[dict, list]:
-    """Run ``rounds`` of integer FedAvg over ``workers`` model-backed Flower workers.
+    """Run ``rounds`` of integer FedAvg over ``workers`` Flower workers.
 
     ``cfg.train.seed`` is replaced by ``seed`` (initial weights; every worker derives its
     shuffling and spikes from it). ``quorum`` defaults to ``ceil(workers / 2)``. Returns
@@ -230,6 +239,12 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     ``join_timeout``, ``min_grace``, ``grace_fraction``, ``round_timeout``): see
     :mod:`spikeforge.federated.app`. ``shard_limit`` trains each worker on only the first N
     samples of its shard (quick smoke runs and tests).
+
+    ``backends``: each worker's chip, ``model`` or ``sim`` (default: all ``model``). The
+    simulated chip is built here, once, before the federation starts (``progress`` says
+    so), so that no worker spends its round on a build. ``grace_fraction`` defaults to 0.5,
+    or to :data:`MIXED_GRACE` when model and sim workers mix (a sim worker trains about
+    10x slower and would otherwise be dropped as late).
     """
     import torch
 
@@ -238,12 +253,20 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     quorum = quorum if quorum is not None else (workers + 1) // 2
     if not 1 <= quorum <= workers:
         raise ValueError(f"quorum {quorum} must be between 1 and the {workers} workers")
+    backends = list(backends) if backends is not None else ["model"] * workers
+    if len(backends) != workers or not set(backends) <= set(WORKER_BACKENDS):
+        raise ValueError(f"backends {backends}: need one of {', '.join(WORKER_BACKENDS)} for each of "
+                         f"the {workers} workers")
+    if grace_fraction is None:
+        grace_fraction = MIXED_GRACE if len(set(backends)) > 1 else 0.5
     cfg = cfg.replace(train={"seed": seed})
     from ..model.data import load_dataset
 
     split(load_dataset(cfg.train.dataset).y_train, workers, partition, seed)  # fail early, here
     timeout = timeout if timeout is not None else 120.0 + rounds * (round_timeout + join_timeout)
     say = progress or (lambda msg: None)
+    if "sim" in backends:
+        _build_sim(cfg, say)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="spikeforge-fl-")
@@ -253,7 +276,7 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     spec = {"config": cfg.to_dict(), "workers": workers, "rounds": rounds, "local_epochs": local_epochs,
             "partition": partition, "seed": seed, "quorum": quorum, "round_timeout": round_timeout,
             "join_timeout": join_timeout, "min_grace": min_grace, "grace_fraction": grace_fraction,
-            "shard_limit": shard_limit,
+            "shard_limit": shard_limit, "backends": backends,
             "status_file": str(wd / "status.jsonl"), "report_file": str(wd / "report.json"),
             "weights_file": str(wd / "weights.pt")}
     for key in ("status_file", "report_file", "weights_file"):
@@ -285,6 +308,19 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
                   config_digest=cfg.digest(), total_seconds=time.monotonic() - t0,
                   rejoins={str(k): n for k, n in fed.restarts.items() if n})
     return report, weights
+
+
+def _build_sim(cfg, say) -> None:
+    """Build (or find cached) the pipe simulator of ``cfg`` that the sim workers run."""
+    from ..sim.pipe import build_pipe_sim
+
+    say("building the simulated chip (Verilator; 20-90 s the first time, then cached) ...")
+    t0 = time.monotonic()
+    try:
+        exe = build_pipe_sim(cfg, quiet=True)
+    except Exception as e:  # Verilator missing, a compile error, ...: name it, end the run
+        raise FederatedError(f"cannot build the simulated chip: {type(e).__name__}: {e}") from None
+    say(f"simulated chip ready in {time.monotonic() - t0:.1f} s ({exe.parent.parent})")
 
 
 def _terminate(signum, frame):

@@ -3,8 +3,11 @@
 Default regression: one 5-worker run on small shards in which 1 and then 2 workers are
 killed mid-round; the rounds complete, the workers rejoin, and the global weights equal an
 in-process replay (each participant's local training + the naive FedAvg reference) bit for
-bit. ``-m slow``: full 5-worker runs (same seed twice: identical weights; IID within 2
-points of centralised training); bench/bench_federated.py measures them.
+bit; and one 3-worker run with worker 0 on the simulated chip (LinkChip over PipeSim)
+whose every round's weights equal the all-model federation's. ``-m slow``: full 5-worker
+runs (same seed twice: identical weights; IID within 2 points of centralised training),
+and the CLI with ``--backend sim:1`` against ``--backend model`` on full shards;
+bench/bench_federated.py and bench/bench_federated_backends.py measure them.
 """
 
 from __future__ import annotations
@@ -27,18 +30,31 @@ from .test_cli import assert_user_error, run
 from .test_fedavg import naive_fedavg
 
 
-def _replay(cfg, rep, spec_extra):
-    """The run's global weights recomputed in this process from the rounds' participants."""
+def _replay(cfg, rep, spec_extra, shas=None):
+    """The run's global weights recomputed in this process from the rounds' participants, every
+    worker on the model (an all-model run); ``shas`` gets each round's ``weights_sha256``."""
     spec = {"config": cfg.to_dict(), "workers": rep["workers"], "seed": rep["seed"],
             "local_epochs": rep["local_epochs"], "partition": rep["partition"], **spec_extra}
     weights = FixedPointSNN(cfg).weights
     accs = []
+    if shas is not None:
+        shas.append(weights_sha256(weights))
     for e in rep["rounds"][1:]:
         outs = [local_train(spec, p, e["round"], weights) for p in e["participants"]]
+        assert all(o[3]["backend"] == "model" for o in outs)
         if e["aggregated"]:
             weights = naive_fedavg([o[0] for o in outs], [o[1] for o in outs])
         accs.append(evaluate(FixedPointSNN(cfg, weights), cfg, *_test_set()))
+        if shas is not None:
+            shas.append(weights_sha256(weights))
     return weights, accs
+
+
+def _small_cfg(seed):
+    """64-16-10 on 2 cores, stochastic rounding (so the LFSR seeds count too): a quick build."""
+    return load_config("federated-worker").replace(
+        network={"layers": [64, 16, 10]}, hardware={"cores": 2, "max_inputs": 64, "max_neurons": 16},
+        arithmetic={"rounding": "stochastic"}, train={"seed": seed})
 
 
 def _test_set():
@@ -76,10 +92,39 @@ def test_kill_and_rejoin_rounds_complete_bit_exact():
     assert wall < 600
 
 
+def test_one_sim_worker_same_bits_as_all_model():
+    """Worker 0 on the Verilated chip (LinkChip over PipeSim), 1 and 2 on the model: every
+    round's global weights equal those of the all-model federation, bit for bit."""
+    seed, limit = 7, 24
+    cfg = _small_cfg(seed)
+    said = []
+    rep, weights = run_federated(cfg, workers=3, rounds=2, local_epochs=1, seed=seed, quorum=3,
+                                 backends=["sim", "model", "model"], shard_limit=limit,
+                                 join_timeout=120, timeout=400, progress=said.append)
+    assert any(m.startswith("building the simulated chip") for m in said), said
+    assert rep["backends"] == ["sim", "model", "model"]
+    for e in rep["rounds"][1:]:
+        assert e["participants"] == [0, 1, 2] and e["aggregated"], e
+        # what the workers report they ran on: worker 0 clocked the simulated chip
+        assert e["worker_backends"] == {"0": "sim", "1": "model", "2": "model"}, e
+        assert list(e["chip_cycles"]) == ["0"] and e["chip_cycles"]["0"] > 10_000, e
+    shas = []
+    want, accs = _replay(cfg, rep, {"shard_limit": limit}, shas)
+    assert [e["weights_sha256"] for e in rep["rounds"]] == shas
+    assert rep["weights_sha256"] == shas[-1] == weights_sha256(weights)
+    assert all(torch.equal(a, b) for a, b in zip(weights, want))
+    assert [e["accuracy"] for e in rep["rounds"][1:]] == accs
+    assert len(set(shas)) == len(shas), "training changed nothing: the test would prove nothing"
+
+
 def test_cli_federated_user_errors(tmp_path):
     assert_user_error(run("federated", "--partition", "dirichlet:0"), "dirichlet", "ALPHA")
     assert_user_error(run("federated", "--partition", "skewed"), "skewed")
-    assert_user_error(run("federated", "--backend", "sim"), "sim")
+    assert_user_error(run("federated", "--backend", "board"), "'board'", "model, sim or sim:N")
+    assert_user_error(run("federated", "--backend", "sim:0"), "'sim:0'", "at least 1")
+    assert_user_error(run("federated", "--backend", "sim:two"), "'sim:two'")
+    assert_user_error(run("federated", "--backend", "model:1"), "'model:1'")
+    assert_user_error(run("federated", "--workers", "3", "--backend", "sim:4"), "sim:4", "3 workers")
     assert_user_error(run("federated", "--workers", "0"), "--workers")
     assert_user_error(run("federated", "--workers", "3", "--quorum", "4"), "--quorum")
     assert_user_error(run("federated", "--workers", "200"), "200 workers")
@@ -93,8 +138,19 @@ def test_cli_federated_user_errors(tmp_path):
 def test_cli_federated_help_lists_only_working_backends():
     r = run("federated", "--help")
     assert r.returncode == 0
-    assert "{model}" in r.stdout and "sim" not in r.stdout.split("--backend")[1].split("\n")[0]
+    assert "--backend model|sim|sim:N" in r.stdout and "board" not in r.stdout
     assert "federated" in run("--help").stdout
+
+
+def test_worker_backends():
+    from spikeforge.federated.cli import worker_backends
+
+    assert worker_backends("model", 3) == ["model"] * 3
+    assert worker_backends("sim", 2) == ["sim"] * 2
+    assert worker_backends("sim:1", 5) == ["sim", "model", "model", "model", "model"]
+    assert worker_backends("sim:3", 3) == ["sim"] * 3
+    with pytest.raises(ValueError, match="only 2 workers"):
+        worker_backends("sim:3", 2)
 
 
 def test_flower_runs_offline_env():
@@ -121,3 +177,28 @@ def test_iid_fedavg_within_two_points_of_centralised():
     rep, _ = run_federated(cfg, workers=5, rounds=rounds, local_epochs=epochs, seed=seed)
     central = centralised_curve(cfg.replace(train={"seed": seed}), rounds * epochs)
     assert rep["final_accuracy"] >= central[-1]["accuracy"] - 0.02, (rep["final_accuracy"], central[-1])
+
+
+@pytest.mark.slow
+def test_cli_one_sim_worker_full_shards_same_bits_as_all_model(tmp_path):
+    """``spikeforge federated --backend sim:1`` and ``--backend model`` on the preset, full
+    shards: the same weights_sha256 every round; the report and the table name each worker's
+    backend. Default quorum (3 of 5): the sim worker, about 3x slower, still makes every
+    round (the mixed-run grace; with the plain grace it would be dropped as late)."""
+    reps, errs = {}, {}
+    for backend in ("model", "sim:1"):
+        report = tmp_path / f"{backend}.json"
+        r = run("federated", "--workers", "5", "--rounds", "2", "--local-epochs", "1", "--seed", "0",
+                "--backend", backend, "--report", str(report))
+        assert r.returncode == 0, r.stderr
+        reps[backend], errs[backend] = json.loads(report.read_text()), r.stderr
+        assert reps[backend]["backend"] == backend
+        assert ("backends: worker 0 sim, worker 1 model" in r.stdout) == (backend == "sim:1")
+    assert reps["model"]["backends"] == ["model"] * 5
+    assert reps["sim:1"]["backends"] == ["sim"] + ["model"] * 4
+    assert "building the simulated chip" in errs["sim:1"] and "simulated" not in errs["model"]
+    for e in reps["sim:1"]["rounds"][1:]:
+        assert e["participants"] == [0, 1, 2, 3, 4], e
+        assert e["worker_backends"]["0"] == "sim" and e["chip_cycles"]["0"] > 0, e
+    assert [e["weights_sha256"] for e in reps["sim:1"]["rounds"]] == \
+        [e["weights_sha256"] for e in reps["model"]["rounds"]]
