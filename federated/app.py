@@ -103,7 +103,8 @@ def local_train(spec: dict, partition_id: int, round_no: int, weights: list[torc
     """One worker's round on its backend's chip: returns (weights, n, accuracy, chip info).
 
     ``sim``: a fresh simulator for the round (built before the federation started; cached),
-    closed when the round ends. Chip info: ``{"backend": ..., "cycles": simulated cycles}``.
+    closed when the round ends. ``board``: the chip on the worker's serial port
+    (``spec["ports"]``), opened for the round. Chip info: ``{"backend": ..., "cycles": simulated cycles}``.
     """
     from ..gen.config import config_from_dict
 
@@ -121,6 +122,15 @@ def local_train(spec: dict, partition_id: int, round_no: int, weights: list[torc
         with PipeSim(build_pipe_sim(cfg, quiet=True)) as sim:
             out = _train_on(LinkChip(cfg, sim), cfg, spec, partition_id, round_no, weights)
             return (*out, {"backend": backend, "cycles": sim.cycles})
+    if backend == "board":
+        from ..host.link import LinkChip, SerialTransport
+
+        t = SerialTransport(spec["ports"][str(partition_id)], spec["baud"], timeout=2.0)
+        try:
+            out = _train_on(LinkChip(cfg, t), cfg, spec, partition_id, round_no, weights)
+        finally:
+            t.close()
+        return (*out, {"backend": backend, "cycles": 0})
     raise ValueError(f"worker {partition_id}: unknown backend {backend!r}")
 
 
@@ -209,7 +219,7 @@ def run_rounds(grid: Grid, spec: dict) -> dict:
                "weights_sha256": weights_sha256(weights)}]
     status("start", accuracy=rounds[0]["accuracy"])
     task_spec = json.dumps({k: spec.get(k) for k in ("config", "workers", "seed", "local_epochs",
-                                                      "partition", "shard_limit", "backends")})
+                                                      "partition", "shard_limit", "backends", "ports", "baud")})
     suspects: set[int] = set()
     for r in range(1, spec["rounds"] + 1):
         t0 = time.monotonic()

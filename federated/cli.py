@@ -2,7 +2,8 @@
 
 ``gen/cli.py`` wires this in with ``add_federated_parser(subparsers)``::
 
-    spikeforge federated [--workers W] [--backend model|sim|sim:N] [--rounds R] [--local-epochs E]
+    spikeforge federated [--workers W] [--backend model|sim|sim:N|board|board:N] [--ports DEV,...]
+                         [--baud BAUD] [--rounds R] [--local-epochs E]
                          [--partition iid|dirichlet:ALPHA] [--seed S] [--quorum Q]
                          [--config FILE|PRESET] [--report FILE.json] [--plot FILE.png] [-q]
 
@@ -11,7 +12,8 @@ rounds, and prints one line per round (accuracy of the global model, participant
 seconds) and the final ``weights_sha256`` on stdout. Progress goes to stderr. Backends:
 ``model`` (every worker on the bit-exact model), ``sim`` (every worker on the Verilated
 chip behind its host link) or ``sim:N`` (workers 0..N-1 on the simulated chip, the rest on
-the model); ``board`` appears when its driver does.
+the model); ``board`` / ``board:N`` likewise with chips on serial ports (``--ports``, one per
+board worker, in worker order).
 """
 
 from __future__ import annotations
@@ -29,20 +31,21 @@ __all__ = ["add_federated_parser", "cmd_federated", "FEDERATED_BACKENDS", "forma
            "parse_backend", "worker_backends"]
 
 #: Chip backends a worker can drive (static: `spikeforge --help` must not import torch).
-FEDERATED_BACKENDS = ("model", "sim")
+FEDERATED_BACKENDS = ("model", "sim", "board")
 
-_BACKEND_CHOICES = "model, sim or sim:N (workers 0..N-1 on the simulated chip, the rest on the model)"
+_BACKEND_CHOICES = ("model, sim, sim:N, board or board:N (workers 0..N-1 on the simulated chip or on "
+                    "boards, the rest on the model)")
 
 
 def parse_backend(text: str) -> tuple[str, int | None]:
     """``--backend`` text -> ``(backend, N)``: ``("model", None)``, ``("sim", None)``, ``("sim", N)``."""
     name, sep, count = text.partition(":")
-    if name not in FEDERATED_BACKENDS or (sep and name != "sim"):
+    if name not in FEDERATED_BACKENDS or (sep and name == "model"):
         raise ValueError(f"{text!r}: choose {_BACKEND_CHOICES}")
     if not sep:
         return name, None
     if not count.isdigit() or int(count) < 1:
-        raise ValueError(f"{text!r}: N in sim:N must be a whole number of workers, at least 1")
+        raise ValueError(f"{text!r}: N in {name}:N must be a whole number of workers, at least 1")
     return name, int(count)
 
 
@@ -55,9 +58,10 @@ def worker_backends(text: str, workers: int) -> list[str]:
     if n is None:
         return [name] * workers
     if n > workers:
-        raise ValueError(f"--backend {text}: {n} workers on the simulated chip, but only {workers} "
+        where = "the simulated chip" if name == "sim" else "boards"
+        raise ValueError(f"--backend {text}: {n} workers on {where}, but only {workers} "
                          f"workers (--workers)")
-    return ["sim"] * n + ["model"] * (workers - n)
+    return [name] * n + ["model"] * (workers - n)
 
 
 def _backend(text: str) -> str:
@@ -87,11 +91,17 @@ def add_federated_parser(subparsers) -> argparse.ArgumentParser:
                     "averages the weights in integers (weighted by sample counts, one half-up "
                     "rounding) and evaluates the global model on the test set.")
     p.add_argument("--workers", type=positive_int, default=5, metavar="W", help="workers (default 5)")
-    p.add_argument("--backend", type=_backend, default="model", metavar="model|sim|sim:N",
+    p.add_argument("--backend", type=_backend, default="model", metavar="model|sim|sim:N|board|board:N",
                    help="chip of the workers. model: the bit-exact fixed-point model (default); "
                         "sim: the Verilated chip behind its host link (built once before the run, "
                         "20-90 s the first time, then cached in build/sim); sim:N: workers 0..N-1 "
-                        "on the simulated chip, the others on the model")
+                        "on the simulated chip, the others on the model; board, board:N: likewise "
+                        "with chips on serial ports (--ports)")
+    p.add_argument("--ports", default=None, metavar="DEV,...",
+                   help="board workers: their serial ports, comma-separated, one per board worker "
+                        "in worker order (e.g. /dev/ttyUSB0,/dev/ttyUSB1)")
+    p.add_argument("--baud", type=positive_int, default=3_000_000, metavar="BAUD",
+                   help="board workers: the serial rate, 8N1 (default 3000000)")
     p.add_argument("--rounds", type=positive_int, default=10, metavar="R", help="rounds (default 10)")
     p.add_argument("--local-epochs", type=positive_int, default=3, metavar="E", dest="local_epochs",
                    help="epochs over its shard each worker trains per round (default 3)")
@@ -155,10 +165,17 @@ def cmd_federated(args, out: TextIO) -> int:
         backends = worker_backends(args.backend, args.workers)
     except ValueError as e:
         raise UserError(str(e)) from None
+    ports = [p for p in (args.ports or "").split(",") if p]
+    boards = backends.count("board")
+    if boards and len(ports) != boards:
+        raise UserError(f"--ports: {len(ports)} serial port{'s' if len(ports) != 1 else ''} for "
+                        f"{boards} board worker{'s' if boards != 1 else ''} (--backend {args.backend})")
+    if ports and not boards:
+        raise UserError("--ports goes with --backend board or board:N")
     _writable("--report", args.report)
     _writable("--plot", args.plot)
     from .partition import partition
-    from .runner import FederatedError, find_tool, run_federated
+    from .runner import BoardError, FederatedError, find_tool, run_federated
 
     try:
         from ..model.data import DatasetError, load_dataset
@@ -174,7 +191,10 @@ def cmd_federated(args, out: TextIO) -> int:
     try:
         rep, _ = run_federated(cfg, workers=args.workers, rounds=args.rounds,
                                local_epochs=args.local_epochs, partition=args.partition,
-                               seed=args.seed, quorum=quorum, backends=backends, progress=say)
+                               seed=args.seed, quorum=quorum, backends=backends, progress=say,
+                               ports=ports, baud=args.baud)
+    except BoardError as e:
+        raise UserError(str(e)) from None
     except FederatedError as e:
         print(f"spikeforge: error: {e}", file=sys.stderr)
         return 1

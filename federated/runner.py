@@ -34,11 +34,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FederatedError", "Fault", "FLOWER_ENV", "MIXED_GRACE", "WORKER_BACKENDS", "run_federated",
+__all__ = ["FederatedError", "BoardError", "Fault", "FLOWER_ENV", "MIXED_GRACE", "WORKER_BACKENDS", "run_federated",
            "find_tool"]
 
 #: The chips a worker can run on.
-WORKER_BACKENDS = ("model", "sim")
+WORKER_BACKENDS = ("model", "sim", "board")
 
 #: Default ``grace_fraction`` when model and sim workers mix: a round waits up to this many
 #: times the quorum's time for the rest (the sim worker), not half of it.
@@ -227,8 +227,8 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
                   seed: int = 0, quorum: int | None = None, faults: tuple[Fault, ...] = (),
                   round_timeout: float = 600.0, join_timeout: float = 60.0, min_grace: float = 5.0,
                   grace_fraction: float | None = None, shard_limit: int | None = None,
-                  backends: list[str] | None = None,
-                  timeout: float | None = None, workdir: str | Path | None = None,
+                  backends: list[str] | None = None, ports: list[str] | None = None,
+                  baud: int = 3_000_000, timeout: float | None = None, workdir: str | Path | None = None,
                   progress=None) -> tuple[dict, list]:
     """Run ``rounds`` of integer FedAvg over ``workers`` Flower workers.
 
@@ -244,7 +244,10 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     simulated chip is built here, once, before the federation starts (``progress`` says
     so), so that no worker spends its round on a build. ``grace_fraction`` defaults to 0.5,
     or to :data:`MIXED_GRACE` when model and sim workers mix (a sim worker trains about
-    10x slower and would otherwise be dropped as late).
+    10x slower and would otherwise be dropped as late). ``board`` workers drive the chips on
+    ``ports`` (one per board worker, in worker order) at ``baud``; each is asked for its
+    ``version`` before the federation starts (:class:`BoardError` if one does not answer or
+    is another chip).
     """
     import torch
 
@@ -267,6 +270,14 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     say = progress or (lambda msg: None)
     if "sim" in backends:
         _build_sim(cfg, say)
+    board_ports = {}
+    if "board" in backends:
+        ids = [k for k, b in enumerate(backends) if b == "board"]
+        if len(ports or []) != len(ids):
+            raise ValueError(f"{len(ports or [])} serial ports for {len(ids)} board workers")
+        board_ports = {str(k): p for k, p in zip(ids, ports)}
+        for k, p in board_ports.items():
+            _probe_board(cfg, p, baud, k, say)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="spikeforge-fl-")
@@ -276,7 +287,7 @@ def run_federated(cfg, *, workers: int, rounds: int, local_epochs: int = 1, part
     spec = {"config": cfg.to_dict(), "workers": workers, "rounds": rounds, "local_epochs": local_epochs,
             "partition": partition, "seed": seed, "quorum": quorum, "round_timeout": round_timeout,
             "join_timeout": join_timeout, "min_grace": min_grace, "grace_fraction": grace_fraction,
-            "shard_limit": shard_limit, "backends": backends,
+            "shard_limit": shard_limit, "backends": backends, "ports": board_ports, "baud": baud,
             "status_file": str(wd / "status.jsonl"), "report_file": str(wd / "report.json"),
             "weights_file": str(wd / "weights.pt")}
     for key in ("status_file", "report_file", "weights_file"):
@@ -321,6 +332,29 @@ def _build_sim(cfg, say) -> None:
     except Exception as e:  # Verilator missing, a compile error, ...: name it, end the run
         raise FederatedError(f"cannot build the simulated chip: {type(e).__name__}: {e}") from None
     say(f"simulated chip ready in {time.monotonic() - t0:.1f} s ({exe.parent.parent})")
+
+
+class BoardError(FederatedError):
+    """A board worker's serial port cannot be opened or no (matching) chip answers on it."""
+
+
+def _probe_board(cfg, port: str, baud: int, worker: int, say) -> None:
+    """Open ``port`` and check that the config's chip answers ``version`` there."""
+    from ..host.link import LinkChip, LinkError, SerialTransport
+
+    try:
+        t = SerialTransport(port, baud, timeout=2.0)
+    except OSError as e:
+        raise BoardError(f"worker {worker}: --ports: {e}") from None
+    try:
+        LinkChip(cfg, t, retries=1)
+    except LinkError as e:
+        raise BoardError(f"worker {worker}: no spikeforge chip answered on {port} ({e})") from None
+    except ValueError as e:
+        raise BoardError(f"worker {worker}: {port}: {e}") from None
+    finally:
+        t.close()
+    say(f"worker {worker}: chip found on {port}")
 
 
 def _terminate(signum, frame):

@@ -120,7 +120,12 @@ def test_one_sim_worker_same_bits_as_all_model():
 def test_cli_federated_user_errors(tmp_path):
     assert_user_error(run("federated", "--partition", "dirichlet:0"), "dirichlet", "ALPHA")
     assert_user_error(run("federated", "--partition", "skewed"), "skewed")
-    assert_user_error(run("federated", "--backend", "board"), "'board'", "model, sim or sim:N")
+    assert_user_error(run("federated", "--backend", "board"), "--ports", "0 serial ports for 5 board workers")
+    assert_user_error(run("federated", "--backend", "board:2", "--ports", "/dev/a"), "1 serial port for 2")
+    assert_user_error(run("federated", "--ports", "/dev/a"), "--ports goes with --backend board")
+    assert_user_error(run("federated", "--backend", "board:1", "--ports", "/nonexistent/tty9"),
+                      "worker 0", "/nonexistent/tty9")
+    assert_user_error(run("federated", "--backend", "gpu"), "'gpu'", "model, sim, sim:N, board or board:N")
     assert_user_error(run("federated", "--backend", "sim:0"), "'sim:0'", "at least 1")
     assert_user_error(run("federated", "--backend", "sim:two"), "'sim:two'")
     assert_user_error(run("federated", "--backend", "model:1"), "'model:1'")
@@ -138,7 +143,7 @@ def test_cli_federated_user_errors(tmp_path):
 def test_cli_federated_help_lists_only_working_backends():
     r = run("federated", "--help")
     assert r.returncode == 0
-    assert "--backend model|sim|sim:N" in r.stdout and "board" not in r.stdout
+    assert "--backend model|sim|sim:N|board|board:N" in r.stdout and "--ports" in r.stdout
     assert "federated" in run("--help").stdout
 
 
@@ -151,6 +156,32 @@ def test_worker_backends():
     assert worker_backends("sim:3", 3) == ["sim"] * 3
     with pytest.raises(ValueError, match="only 2 workers"):
         worker_backends("sim:3", 2)
+    assert worker_backends("board:2", 4) == ["board", "board", "model", "model"]
+    with pytest.raises(ValueError, match="3 workers on boards, but only 2"):
+        worker_backends("board:3", 2)
+
+
+def test_one_board_worker_over_a_serial_port_same_bits_as_all_model():
+    """Worker 0 drives a chip over a serial port (pyserial on a pseudo-terminal with the
+    simulated chip behind it, ``sim.pipe.PtyBridge``): every round's global weights equal
+    those of the all-model federation."""
+    from spikeforge.sim.pipe import PipeSim, PtyBridge
+
+    seed, limit = 5, 16
+    cfg = _small_cfg(seed)
+    said = []
+    with PipeSim.for_config(cfg) as sim, PtyBridge(sim) as pty:
+        rep, weights = run_federated(cfg, workers=3, rounds=2, local_epochs=1, seed=seed, quorum=3,
+                                     backends=["board", "model", "model"], ports=[pty.port],
+                                     shard_limit=limit, join_timeout=120, timeout=400, progress=said.append)
+    assert f"worker 0: chip found on {pty.port}" in said, said
+    for e in rep["rounds"][1:]:
+        assert e["participants"] == [0, 1, 2] and e["worker_backends"]["0"] == "board", e
+    shas = []
+    want, _ = _replay(cfg, rep, {"shard_limit": limit}, shas)
+    assert [e["weights_sha256"] for e in rep["rounds"]] == shas
+    assert all(torch.equal(a, b) for a, b in zip(weights, want))
+    assert len(set(shas)) == len(shas), "training changed nothing: the test would prove nothing"
 
 
 def test_flower_runs_offline_env():
