@@ -6,8 +6,10 @@ does, are trained from the same initial weights by:
 
 * ``model``: the bit-exact model (``host/chip.py`` ModelChip) -- samples/s on this CPU;
 * ``sim/pipe``: the chip behind its host link, Verilated with a C++ main (``sim/pipe.py``),
-  driven by ``host/link.py`` LinkChip: build time, simulated cycles/s, samples/s, cycles
-  per sample. The run also checks that it ends with the model's ``weights_sha256``;
+  driven by ``host/link.py`` LinkChip: build time, simulated cycles/s while training (the
+  host's Python -- encoding, batching -- included), the harness alone clocking with no
+  requests, samples/s, cycles per sample. The run also checks that it ends with the
+  model's ``weights_sha256``;
 * ``sim/cocotb`` (``--cocotb``): the regression harness of the same chip (``sim/chip_tb.py``,
   every message checked in Python as it happens) on ``--cocotb-samples`` samples: cycles/s.
 
@@ -121,6 +123,10 @@ def bench_config(name: str, args) -> dict:
         cycles = sim.cycles - c0
         same = weights_sha256(chip.read_weights()) == weights_sha256(model.read_weights())
         ops = chip.op_bytes
+        # the harness alone: clocking with no host work between requests
+        t0 = time.perf_counter()
+        sim.run(args.idle_cycles)
+        row["pipe_idle_cycles_s"] = args.idle_cycles / (time.perf_counter() - t0)
     row.update(pipe_cycles_s=cycles / wall, pipe_samples_s=n / wall, cycles_per_sample=cycles / n,
                same_weights_as_model=same)
     sent = {op: ops.get(op, [0, 0])[0] - b0.get(op, [0, 0])[0] for op in ("train", "update")}
@@ -197,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clock-mhz", type=float, default=94.5,
                     help="chip clock of the board estimate (default: the 784 -> 8 core's measured fmax)")
     ap.add_argument("--baud", type=float, default=3e6)
+    ap.add_argument("--idle-cycles", type=int, default=200_000,
+                    help="cycles clocked with no requests, for the harness's own speed")
     ap.add_argument("--json", default=None)
     ap.add_argument("--epoch", action="store_true",
                     help="only: one whole digits epoch, sim against model, two networks")
@@ -209,14 +217,14 @@ def main(argv=None) -> int:
         rows.append(bench_config(name, args))
     print(f"{args.samples} training samples per config, batched as `spikeforge train` does; "
           f"board estimate at {args.clock_mhz:g} MHz and {args.baud / 1e6:g} Mbaud\n")
-    print("| config | cores | model samples/s | pipe build s | pipe cycles/s | pipe samples/s "
-          "| cocotb cycles/s | pipe / cocotb | cycles/sample | same weights |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | cores | model samples/s | pipe build s | pipe cycles/s | harness alone cycles/s "
+          "| pipe samples/s | cocotb cycles/s | pipe / cocotb | cycles/sample | same weights |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cc = r.get("cocotb_cycles_s")
         ratio = f"{r['pipe_cycles_s'] / cc:,.0f}x" if cc else "-"
         print(f"| {r['config']} | {r['cores']} | {r['model_samples_s']:,.1f} | {r['pipe_build_s']:,.1f} | "
-              f"{r['pipe_cycles_s']:,.0f} | {r['pipe_samples_s']:,.1f} | "
+              f"{r['pipe_cycles_s']:,.0f} | {r['pipe_idle_cycles_s']:,.0f} | {r['pipe_samples_s']:,.1f} | "
               f"{f'{cc:,.0f}' if cc else '-'} | {ratio} | "
               f"{r['cycles_per_sample']:,.0f} | {'yes' if r['same_weights_as_model'] else 'NO'} |")
     print("\n| config | link bytes/sample (to chip + back) | link us | chip us | board samples/s | limit "
