@@ -30,13 +30,13 @@ ACC = Config().replace(
     network={"layers": [12, 6, 4], "timesteps": 4},
     hardware={"cores": 2, "lanes": 1, "max_neurons": 8, "max_inputs": 12, "wg_dataflow": "accumulate"},
     train={"batch_size": 2})
-#: three weight layers on 6 cores (two hidden layers split over 2 cores each, P = 2),
-#: in place with stochastic rounding (the seeds must cross the link right).
-DEEP = Config().replace(
-    network={"layers": [16, 12, 8, 5], "timesteps": 5},
-    hardware={"cores": 6, "lanes": 2, "max_neurons": 6, "max_inputs": 16, "wg_dataflow": "inplace"},
+#: three weight layers on digits, 64-24-16-10 over 5 cores (the hidden layers split over 2
+#: cores each, P = 4), in place with stochastic rounding (the seeds must cross the link right)
+DEEP = load_config("digits").replace(
+    network={"layers": [64, 24, 16, 10]},
+    hardware={"cores": 5, "lanes": 4, "max_neurons": 12, "max_inputs": 64, "wg_dataflow": "inplace"},
     train={"batch_size": 1}, arithmetic={"rounding": "stochastic"})
-CHIPS = {"2c-accumulate": ACC, "6c-3layers-inplace-stochastic": DEEP}
+CHIPS = {"2c-accumulate": ACC, "5c-3layers-inplace-stochastic": DEEP}
 
 
 def _seed() -> int:
@@ -134,15 +134,13 @@ def _train(*args, report):
 
 @pytest.mark.parametrize("net", ["digits", "digits-3layers"])
 def test_train_backend_sim_gives_the_model_digest(tmp_path, net):
-    """``spikeforge train --backend sim`` ends with the weights ``--backend model`` ends with."""
+    """``spikeforge train --backend sim`` ends with the weights ``--backend model`` ends with:
+    the digits preset (2 cores, mini-batches of 8) and DEEP (5 cores, three layers, in place)."""
     if net == "digits":
         args = ["--config", "digits", "--limit", "48", "--batch-size", "8"]
-    else:  # 64-24-16-10 over 5 cores (2 + 2 + 1), P = 4, mini-batches of 4
-        cfg = load_config("digits").replace(
-            network={"layers": [64, 24, 16, 10]}, train={"batch_size": 4},
-            hardware={"cores": 5, "lanes": 4, "max_neurons": 12, "max_inputs": 64})
+    else:
         path = tmp_path / "net.yaml"
-        path.write_text(yaml.safe_dump(cfg.to_dict()))
+        path.write_text(yaml.safe_dump(DEEP.to_dict()))
         args = ["--config", str(path), "--limit", "24"]
     args += ["--epochs", "1", "--seed", "7"]
     sim = _train("--backend", "sim", *args, report=tmp_path / "sim.json")
