@@ -429,6 +429,41 @@ class Fuzz:
         self.send(b"\x00" + wire.lstrip(b"\x00"))
         self.expect_replies(self.collect(1), [reply], "retry")
 
+    def item_retry_while_sending(self):
+        """A good request, and its retry once the reply has begun to go out (the reply is
+        complete, so not "still being produced"): the cached reply is sent again after it,
+        byte for byte (replays += 1). rtl/hostlink.py used to count the replay and send
+        nothing."""
+        if self.rng.random() < 0.5:      # long replies, short requests
+            op, payload, want = hp.Op.VERSION, b"", self.version
+        else:
+            pl = self.rng.choice(self.geo.cores)
+            i = self.rng.randrange(pl.geom.n_neurons)
+            row = self.w0[pl.layer][pl.offset + i].tolist()
+            op, payload, want = hp.Op.READ_WEIGHTS, hp.pack_read_weights(pl.core, i, 0, len(row)), hp.pack_weights(row)
+        seq = self.next_seq()
+        f1 = hp.encode_frame(seq, op, payload)
+        r1 = hp.encode_reply(seq, S.OK, want)
+        self.history.append("retry while sending")
+        self.kinds["retry while sending"] = self.kinds.get("retry while sending", 0) + 1
+        self.bump("frames")
+        self.bump("replays")
+        self.frames_sent += 2
+        self.send(f1)
+        out, step = b"", max(1, self.byte_cycles // 2)
+        for _ in range(100_000):
+            out += self.sim.run(step)
+            if out:
+                break
+        assert out, f"no reply to start the retry-while-sending case {self.where()}"
+        self.send(b"\x00" + f1)
+        out += self.sim.drain(0)
+        # the case's premise: the retry ended while the reply was still going out
+        assert out.count(0) == 0, f"the reply ended before its retry {self.where()}"
+        out += self.collect(2)
+        self.expect_replies(out, [r1, r1], "a retry while its reply is being sent")
+        self.last = (f1, r1)
+
     def item_busy(self):
         """A long request (infer) and right behind it a new one: the second is dropped
         while the first has no reply (byte stream: always; UART: when it arrives in time)."""
@@ -562,8 +597,10 @@ class Fuzz:
                 self.item_noise_then(op, payload, S.OK, want, "good " + hp.Op(op).name.lower())
             elif r < 0.72:
                 self.item_framing_error()
-            elif r < 0.80:
+            elif r < 0.78:
                 self.item_retry()
+            elif r < 0.80:
+                self.item_retry_while_sending()
             elif r < 0.85:
                 self.item_busy()
             elif r < 0.88:
