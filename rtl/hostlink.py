@@ -314,7 +314,8 @@ class FrameEncoder(wiring.Component):
     Ports: ``rsp`` (In stream of :class:`ReplyHeader`), ``rsp_data`` (In stream of bytes:
     exactly ``len`` after each header), ``tx`` (Out stream of bytes: the encoded reply and
     its 0x00 delimiter), ``replay`` (In strobe: send the cached reply again; ignored unless
-    idle with a reply cached), ``done`` (Out strobe: a reply is encoded and cached),
+    a reply is cached; one that comes while a reply is being sent is sent after it, before
+    the next reply is taken), ``done`` (Out strobe: a reply is encoded and cached),
     ``busy`` (Out). A reply with ``len`` > ``max_payload`` has its bytes consumed and is
     replaced by ``{seq, too_long, 0}``.
     """
@@ -353,6 +354,9 @@ class FrameEncoder(wiring.Component):
         final = Signal()
         cached = Signal()
         ri = Signal(range(D + 1))
+        # A replay asked for while the reply is still going out (a retry that arrived after
+        # the reply was complete, during its transmission): sent when this one is done.
+        replay_req = Signal()
 
         fb, fv = Signal(8), Signal()
         is_last = Signal()
@@ -367,8 +371,12 @@ class FrameEncoder(wiring.Component):
 
         with m.FSM(name="enc"):
             with m.State("IDLE"):
-                m.d.comb += self.rsp.ready.eq(1)
-                with m.If(self.rsp.valid):
+                m.d.comb += self.rsp.ready.eq(~replay_req)
+                with m.If(replay_req):
+                    m.d.sync += [ri.eq(0), replay_req.eq(0)]
+                    with m.If(cached):
+                        m.next = "READ"
+                with m.Elif(self.rsp.valid):
                     h = self.rsp.payload
                     m.d.sync += [seq.eq(h.seq), crc.eq(CRC_INIT), slot.eq(0), wptr.eq(1),
                                  k.eq(0), cached.eq(0), ph.eq(0), hi.eq(0), ci.eq(0)]
@@ -380,9 +388,6 @@ class FrameEncoder(wiring.Component):
                         m.d.sync += [status.eq(h.status), n.eq(h.len), pay_left.eq(h.len),
                                      pay_one.eq(h.len == 1)]
                         m.next = "FEED"
-                with m.Elif(self.replay & cached):
-                    m.d.sync += ri.eq(0)
-                    m.next = "READ"
             with m.State("DRAIN"):
                 m.d.comb += [self.busy.eq(1), self.rsp_data.ready.eq(1)]
                 with m.If(self.rsp_data.valid):
@@ -441,6 +446,9 @@ class FrameEncoder(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.tx.valid.eq(1), self.tx.payload.eq(0)]
                 with m.If(self.tx.ready):
                     m.next = "IDLE"
+        # (after the FSM: a replay asked for in the cycle one starts is one more replay)
+        with m.If(self.replay):
+            m.d.sync += replay_req.eq(1)
         return m
 
 

@@ -20,7 +20,7 @@ from .executor import Executor
 from .geometry import ChipGeometry
 from .hostlink import HostLink
 
-__all__ = ["HostChip"]
+__all__ = ["HostChip", "SerialHostChip"]
 
 
 class HostChip(wiring.Component):
@@ -70,4 +70,40 @@ class HostChip(wiring.Component):
         if self.debug:
             m.d.comb += [self.mon_host_ev.valid.eq(ex.ev.valid & ex.ev.ready),
                          self.mon_host_ev.w.eq(ex.ev.payload)]
+        return m
+
+
+class SerialHostChip(wiring.Component):
+    """:class:`~spikeforge.rtl.uart.Uart` + :class:`HostChip`: the chip from its UART pins, as
+    a board wrapper has it (without the PLL). Ports: ``rx`` (In 1, the pin, idle high),
+    ``tx`` (Out 1, the pin). The UART's ``frame_errors`` / ``overruns`` feed HostChip's
+    ``uart_frame_errors`` / ``uart_overruns`` (``read_counters`` core 0xFF, 7 and 8).
+    ``timeout_cycles`` None: 64 byte times (as ``SerialHostLink``).
+    """
+
+    def __init__(self, cfg, geometry: ChipGeometry | None = None, *, clk_hz: float,
+                 baud: float = 3_000_000, frac_bits: int = 4, timeout_cycles: int | None = None,
+                 counter_bits: int = 16, **kw):
+        from .uart import BaudDivisor
+
+        self.divisor = BaudDivisor(clk_hz, baud, frac_bits)
+        if timeout_cycles is None:
+            timeout_cycles = round(64 * 10 * clk_hz / baud)
+        self._uart_args = (clk_hz, baud, frac_bits, counter_bits)
+        self.host = HostChip(cfg, geometry, timeout_cycles=timeout_cycles,
+                             counter_bits=counter_bits, **kw)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        from .uart import Uart
+
+        m = Module()
+        clk_hz, baud, frac_bits, counter_bits = self._uart_args
+        m.submodules.uart = uart = Uart(clk_hz, baud, frac_bits=frac_bits, counter_bits=counter_bits)
+        m.submodules.host = host = self.host
+        wiring.connect(m, uart.rx_data, host.rx)
+        wiring.connect(m, host.tx, uart.tx_data)
+        m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx),
+                     host.uart_frame_errors.eq(uart.frame_errors),
+                     host.uart_overruns.eq(uart.overruns)]
         return m

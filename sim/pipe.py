@@ -1,7 +1,8 @@
 """The fast simulation transport: the chip behind its host link, Verilated and clocked in C++.
 
 :func:`build_pipe_sim` verilates ``HostChip(cfg, debug=False)`` -- the bytes a board's UART
-would carry, minus the UART -- with ``sim/pipe_harness.cpp`` as its ``main``: no cocotb, no
+would carry, minus the UART -- or, with ``serial=True``, ``SerialHostChip`` (the UART's pins,
+driven bit by bit by the harness: 8N1, optional baud mismatch, glitches, bad stop bits) with ``sim/pipe_harness.cpp`` as its ``main``: no cocotb, no
 Python per cycle. :class:`PipeSim` runs that executable with its stdin/stdout as pipes and
 is a byte transport for :class:`spikeforge.host.link.LinkChip`: it writes a request frame,
 then lets the harness clock the model until a reply frame has left ``tx``.
@@ -13,6 +14,7 @@ RTL sources, the harness and the C++ optimisation ``$SPIKEFORGE_PIPE_OPT``, defa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -37,9 +39,10 @@ def _pipe_opt() -> str:
 
 
 
-def pipe_top(cfg, geometry, weights=None):
-    """``HostChip`` with its own power-on reset and its UART counters tied to 0: the top the
-    harness clocks. Its only inputs are ``clk``, ``rx`` and ``tx.ready``.
+def pipe_top(cfg, geometry, weights=None, *, serial: bool = False, clk_hz=None, baud=3_000_000, **kw):
+    """The top the harness clocks: ``HostChip`` (its UART counters tied to 0), or with
+    ``serial`` ``SerialHostChip`` (its UART pins), with its own power-on reset. Its only
+    inputs are ``clk`` and ``rx`` (and ``tx.ready`` of the byte stream).
 
     Why not ``HostChip`` itself: Verilator re-evaluates, at every ``eval()``, all logic that
     depends on a top-level input, and Amaranth's synchronous reset is an input of every
@@ -50,14 +53,21 @@ def pipe_top(cfg, geometry, weights=None):
     from amaranth.lib import stream, wiring
     from amaranth.lib.wiring import In, Out
 
-    from ..rtl.top import HostChip
+    from ..rtl.top import HostChip, SerialHostChip
 
     class PipeTop(wiring.Component):
         def __init__(self):
-            super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)), "clk": In(1)})
-            self.chip = HostChip(cfg, geometry, debug=False, weights=weights,
-                                 shared_cores=weights is None)
-            self.verilog_modules = self.chip.verilog_modules
+            if serial:
+                super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "clk": In(1)})
+                self.chip = SerialHostChip(cfg, geometry, clk_hz=clk_hz, baud=baud, debug=False,
+                                           weights=weights, shared_cores=weights is None, **kw)
+                self.verilog_modules = self.chip.host.verilog_modules
+            else:
+                super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                                  "clk": In(1)})
+                self.chip = HostChip(cfg, geometry, debug=False, weights=weights,
+                                     shared_cores=weights is None, **kw)
+                self.verilog_modules = self.chip.verilog_modules
 
         def elaborate(self, platform):
             m = Module()
@@ -68,27 +78,43 @@ def pipe_top(cfg, geometry, weights=None):
             with m.If(hold != 0):
                 m.d.por += hold.eq(hold - 1)
             m.submodules.chip = chip = self.chip
-            wiring.connect(m, wiring.flipped(self.rx), chip.rx)
-            wiring.connect(m, chip.tx, wiring.flipped(self.tx))
-            m.d.comb += [chip.uart_frame_errors.eq(0), chip.uart_overruns.eq(0)]
+            if serial:
+                m.d.comb += [chip.rx.eq(self.rx), self.tx.eq(chip.tx)]
+            else:
+                wiring.connect(m, wiring.flipped(self.rx), chip.rx)
+                wiring.connect(m, chip.tx, wiring.flipped(self.tx))
+                m.d.comb += [chip.uart_frame_errors.eq(0), chip.uart_overruns.eq(0)]
             return m
 
     return PipeTop()
 
 
-def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False) -> Path:
-    """Verilate and compile the pipe harness for ``cfg``; returns the executable (cached)."""
+def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False, serial: bool = False,
+                   clk_hz: float | None = None, baud: float = 3_000_000,
+                   timeout_cycles: int | None = None) -> Path:
+    """Verilate and compile the pipe harness for ``cfg``; returns the executable (cached).
+
+    ``serial``: the top is ``SerialHostChip(cfg, clk_hz=clk_hz, baud=baud)`` (a UART in front
+    of the chip) and the harness drives its rx pin bit by bit (``-DPIPE_SERIAL``); else the
+    byte-stream ``HostChip``. ``timeout_cycles``: the host link's (None: each top's default,
+    2^20 cycles for ``HostChip``, 64 byte times for ``SerialHostChip``).
+    """
     from ..gen.verilog import write_verilog
     from ..rtl.geometry import ChipGeometry
 
     geometry = ChipGeometry.from_config(cfg) if geometry is None else geometry
+    if serial and clk_hz is None:
+        raise ValueError("build_pipe_sim(serial=True) needs clk_hz (and baud)")
     wkey = None if weights is None else [w.tolist() for w in weights]
     # The hardware does not depend on the train section (seed, batch size, epochs...): one
     # build serves every training run of a chip.
     hw = {k: v for k, v in cfg.to_dict().items() if k != "train"}
-    key = _build_key(_TOP, hw, geometry, {"pipe": _pipe_opt(), "weights": wkey}, False,
+    extra = {"serial": [clk_hz, baud] if serial else None, "timeout_cycles": timeout_cycles}
+    key = _build_key(_TOP, hw, geometry, {"pipe": _pipe_opt(), "weights": wkey, **extra}, False,
                      extra_sources=[HARNESS, Path(__file__)])
-    bdir = build_root() / f"pipe-{key}"
+    tkw = {} if timeout_cycles is None else {"timeout_cycles": timeout_cycles}
+    top = pipe_top(cfg, geometry, weights, serial=serial, clk_hz=clk_hz, baud=baud, **tkw)
+    bdir = build_root() / f"pipe-{'serial-' if serial else ''}{key}"
     exe = bdir / "obj" / f"{_TOP}_pipe"
     with _lock(build_root() / f".pipe-{key}.lock"):
         if (bdir / ".built").exists() and exe.exists():
@@ -97,7 +123,7 @@ def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False) -> 
             shutil.rmtree(bdir)
         bdir.mkdir(parents=True)
         t0 = time.monotonic()
-        vfile = write_verilog(pipe_top(cfg, geometry, weights), bdir / f"{_TOP}.v", name=_TOP)
+        vfile = write_verilog(top, bdir / f"{_TOP}.v", name=_TOP)
         env = verilator_env()
         flags = env.get("MAKEFLAGS", "").split()
         flags = [f for f in flags if not f.startswith(("OPT_FAST=", "OPT_SLOW="))]
@@ -107,6 +133,7 @@ def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False) -> 
                "-j", str(os.cpu_count() or 1), "-Wno-fatal", "-Wno-lint", "-Wno-style",
                "--x-assign", "fast", "--x-initial", "fast", "-O3", "--top-module", _TOP,
                "--Mdir", str(bdir / "obj"), "-o", exe.name,
+               *(["-CFLAGS", "-DPIPE_SERIAL"] if serial else []),
                str(WAIVER_FILE), str(vfile), str(HARNESS)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         (bdir / "build.log").write_text(res.stdout + res.stderr)
@@ -114,6 +141,8 @@ def build_pipe_sim(cfg, geometry=None, *, weights=None, quiet: bool = False) -> 
             lines = (res.stdout + res.stderr).splitlines()
             errors = [l for l in lines if "error" in l.lower()][:20] or lines[-30:]
             raise RuntimeError(f"pipe harness build failed ({bdir / 'build.log'}):\n" + "\n".join(errors))
+        if serial:     # PipeSim reads the bit period from here
+            (bdir / "obj" / "serial.json").write_text(json.dumps({"clk_hz": clk_hz, "baud": baud}))
         (bdir / ".built").write_text(f"{time.monotonic() - t0:.1f}\n")
         if not quiet:
             print(f"[spikeforge.sim] built {bdir.name} (pipe harness) in {time.monotonic() - t0:.1f} s")
@@ -131,12 +160,23 @@ class PipeSim:
         self.exe, self.max_cycles = Path(exe), max_cycles
         self.cycles = 0
         self.rx_left = 0
-        self._p = subprocess.Popen([str(self.exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   bufsize=0)
+        info = self.exe.parent / "serial.json"
+        #: serial mode: the chip's clock and baud rate, the cycles per bit of its divisor
+        self.serial = json.loads(info.read_text()) if info.exists() else None
+        args = [str(self.exe)]
+        if self.serial:
+            from ..rtl.uart import BaudDivisor
+
+            self.cycles_per_bit = BaudDivisor(self.serial["clk_hz"], self.serial["baud"]).cycles_per_bit
+            args.append(repr(self.cycles_per_bit))
+        self._p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
 
     @classmethod
-    def for_config(cls, cfg, geometry=None, **kw) -> "PipeSim":
-        return cls(build_pipe_sim(cfg, geometry), **kw)
+    def for_config(cls, cfg, geometry=None, *, serial: bool = False, clk_hz: float | None = None,
+                   baud: float = 3_000_000, timeout_cycles: int | None = None, **kw) -> "PipeSim":
+        exe = build_pipe_sim(cfg, geometry, serial=serial, clk_hz=clk_hz, baud=baud,
+                             timeout_cycles=timeout_cycles)
+        return cls(exe, **kw)
 
     # ------------------------------------------------------------------ the harness commands
     def _read(self, n: int) -> bytes:
@@ -159,6 +199,28 @@ class PipeSim:
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the chip's rx stream (it takes one byte a cycle)."""
         self._p.stdin.write(b"W" + struct.pack("<I", len(data)) + bytes(data))
+
+    #: line items of :meth:`write_items` (serial mode; byte mode takes BYTE only)
+    BYTE, BAD_STOP, GLITCH, IDLE = range(4)
+
+    def write_items(self, items) -> None:
+        """Queue line items ``(kind, value)``: ``BYTE`` b; ``BAD_STOP`` b (its stop bit low,
+        then two idle bit times); ``GLITCH`` n (rx low n cycles, then high two bit times);
+        ``IDLE`` n (the line high n cycles)."""
+        items = list(items)
+        self._p.stdin.write(b"X" + struct.pack("<I", len(items))
+                            + b"".join(struct.pack("<BI", k, v) for k, v in items))
+
+    def set_bit_period(self, cycles_per_bit: float) -> None:
+        """Serial mode: the host's bit period in clock cycles (the chip's is
+        ``cycles_per_bit``; another value is a baud-rate mismatch)."""
+        self._p.stdin.write(b"B" + struct.pack("<d", cycles_per_bit))
+
+    def drain(self, cycles: int = 0) -> bytes:
+        """Clock until everything queued has entered the chip, then ``cycles`` more; the
+        bytes tx sent meanwhile."""
+        self._p.stdin.write(b"D" + struct.pack("<Q", cycles))
+        return self._answer()
 
     def run_until_frames(self, frames: int = 1, max_cycles: int | None = None) -> bytes:
         """Clock until ``frames`` more frame delimiters left tx (or ``max_cycles``); the bytes sent."""
