@@ -64,22 +64,25 @@ def worker_backends(text: str, workers: int) -> list[str]:
     return [name] * n + ["model"] * (workers - n)
 
 
-def _backend(text: str) -> str:
-    try:
-        parse_backend(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+def _checked(check):
+    """An argparse type that keeps the text once ``check(text)`` accepts it (ValueError: usage error)."""
+    def argtype(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    return argtype
 
 
-def _partition(text: str) -> str:
+def _parse_partition(text: str):
     from .partition import parse_partition
 
-    try:
-        parse_partition(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+    return parse_partition(text)
+
+
+_backend = _checked(parse_backend)
+_partition = _checked(_parse_partition)
 
 
 def add_federated_parser(subparsers) -> argparse.ArgumentParser:
