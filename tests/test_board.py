@@ -182,14 +182,14 @@ def test_build_chip_too_big_for_the_device(tmp_path):
 
 
 def test_build_small_chip(tmp_path):
-    """The 2-core 12-6-4 chip in its board top on the ULX3S-85F, to a bitstream: synthesis,
+    """The 2-core 12-6-4 chip in its board top on the ULX3S-25F, to a bitstream: synthesis,
     place and route with the pins, ecppack; the report names every core, every router and
     the host interface, and gives fmax and the PLL's clock."""
     cfg_file = tmp_path / "small.yaml"
     cfg_file.write_text(SMALL_CHIP)
     out = tmp_path / "build"
     t0 = time.monotonic()
-    r = run("build", "--board", "ulx3s-85f", "--config", str(cfg_file), "--target-mhz", "50",
+    r = run("build", "--board", "ulx3s-25f", "--config", str(cfg_file), "--target-mhz", "50",
             "-o", str(out), "--allow-slow")
     print(f"build: {time.monotonic() - t0:.0f} s")
     assert r.returncode == 0, r.stderr
@@ -197,7 +197,7 @@ def test_build_small_chip(tmp_path):
     assert bit.exists() and bit.stat().st_size > 0
     assert bit.read_bytes()[:64].find(b"\xff\xff\xbd\xb3") >= 0, "no ECP5 preamble"
     rep = json.loads((out / "report.json").read_text())
-    assert rep["target"] == "chip" and rep["board"] == "ulx3s-85f" and rep["device"] == "LFE5U-85F"
+    assert rep["target"] == "chip" and rep["board"] == "ulx3s-25f" and rep["device"] == "LFE5U-25F"
     assert rep["config"] == {"name": str(cfg_file), "digest": load_config(str(cfg_file)).digest()}
     c = rep["chip"]
     assert c["n_cores"] == 2 and c["layers"] == [12, 6, 4]
