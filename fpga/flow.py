@@ -380,8 +380,11 @@ def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
                  env, step.tick)
     seconds["synth"] = round(r.seconds, 2)
     if r.returncode != 0 or not (outdir / "flat_stat.json").exists():
-        raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): "
-                        f"{_first_error(outdir / 'synth.out')} (log: {outdir / 'synth.log'})")
+        err = _first_error(outdir / "synth.out")
+        if err in ("no log", "no output"):
+            err = _first_error(outdir / "synth.log")
+        raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): {err} "
+                        f"(log: {outdir / 'synth.log'})")
     stat = json.loads((outdir / "stat.json").read_text())
     synth = synth_resources(json.loads((outdir / "flat_stat.json").read_text()), family)
     modules = module_breakdown(stat, CHIP_TOP, family)
