@@ -230,3 +230,8 @@ def test_build_small_chip(tmp_path):
     for s in ("fmax", "core0", "router1", "host interface", "top.bit", "PLL 50 MHz"):
         assert s in text, s
     assert "host interface" in r.stdout and "bitstream:" in r.stdout
+    # spikeforge flash accepts it for this board (device in the header), not for another
+    f = run("flash", "--board", "ulx3s-25f", "--dry-run", str(bit))
+    assert f.returncode == 0 and "-b ulx3s -m" in f.stdout, f.stderr
+    assert_user_error(run("flash", "--board", "ulx3s-85f", "--dry-run", str(bit)),
+                      "built for LFE5U-25F")
