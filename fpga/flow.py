@@ -35,7 +35,8 @@ from .tools import run_tool, tool_env
 
 __all__ = ["core_for_build", "FlowError", "DoesNotFit", "TimingMissed", "build_core",
            "weight_bits_bound", "memory_bits_available", "check_fit",
-           "build_cores", "synth_resources", "module_breakdown", "LUTRAM_SITES_PER_DPR16X4"]
+           "build_cores", "synth_resources", "module_breakdown", "LUTRAM_SITES_PER_DPR16X4",
+           "build_chip", "chip_units", "chip_weight_bits", "CHIP_TOP"]
 
 #: LUT4 sites one TRELLIS_DPR16X4 (16x4 LUT-RAM) occupies as nextpnr packs it: 4 "RAM LUTs"
 #: plus 2 "RAMW LUTs" (nextpnr-ecp5's utilisation log). Used for synthesis-only estimates.
@@ -278,4 +279,158 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     res = pnr_resources(rep, log_text, family, synth)
     fmax, path = critical_path(rep)
     entry.update(resources=res, fmax_mhz=fmax, critical_path=path)
+    return entry
+
+
+# --------------------------------------------------------------------------- the board chip
+#: Yosys module path of the board top (``fpga/flow.py: build_chip``) and of its parts.
+CHIP_TOP = "top"
+
+
+def chip_weight_bits(cfg, geo) -> int:
+    """Bits the whole chip must store on chip: every core's weights."""
+    return sum(weight_bits_bound(cfg, pl.geom) for pl in geo.cores)
+
+
+def chip_units(modules: list[dict], n_cores: int) -> list[dict]:
+    """The chip's parts from the per-module breakdown: each core (``hostchip.chip.core<k>``),
+    each router (``hostchip.chip.noc.r<k>``), the host interface (UART + host link +
+    executor), the chip's adapters and glue (``hostchip.chip`` less cores and NoC), and the
+    board glue (PLL, reset, LEDs)."""
+    by = {m["name"]: m for m in modules}
+    zero = {k: 0 for k in RESOURCE_KEYS}
+
+    def res(name):
+        return dict(by[name]["resources"]) if name in by else dict(zero)
+
+    def add(*rs):
+        return {k: sum(r[k] for r in rs) for k in RESOURCE_KEYS}
+
+    def sub(a, *rs):
+        return {k: a[k] - sum(r[k] for r in rs) for k in RESOURCE_KEYS}
+
+    units = []
+    cores = [res(f"hostchip.chip.core{k}") for k in range(n_cores)]
+    routers = [res(f"hostchip.chip.noc.r{k}") for k in range(n_cores)]
+    for k in range(n_cores):
+        units.append({"name": f"core{k}", "kind": "core", "module": f"hostchip.chip.core{k}",
+                      "resources": cores[k]})
+    for k in range(n_cores):
+        units.append({"name": f"router{k}", "kind": "router", "module": f"hostchip.chip.noc.r{k}",
+                      "resources": routers[k]})
+    host = add(res("uart"), res("hostchip.link"), res("hostchip.executor"))
+    units.append({"name": "host interface", "kind": "host",
+                  "module": "uart + hostchip.link + hostchip.executor", "resources": host})
+    glue = sub(res("hostchip.chip"), res("hostchip.chip.noc"), *cores)
+    units.append({"name": "chip adapters", "kind": "adapters",
+                  "module": "hostchip.chip less cores and noc (spike/error sources, merges, "
+                            "reductions, agents, inputs)", "resources": glue})
+    board = sub(res(CHIP_TOP), res("hostchip.chip"), host)
+    units.append({"name": "board glue", "kind": "board",
+                  "module": "top less hostchip.chip and the host interface (PLL, reset, "
+                            "LEDs, activity)", "resources": board})
+    return units
+
+
+def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
+               synth_only: bool = False, step: Step | None = None, env: dict | None = None) -> dict:
+    """Build the whole chip on ``board`` into ``outdir``: the board top (rtl/board.py, PLL
+    to ``target_mhz``) synthesised, placed and routed with the board's pins, packed into
+    ``top.bit``. Returns the ``chip`` entry of report.json. Raises ``ValueError`` for a board
+    or clock the chip cannot use (a user error), :class:`DoesNotFit`, :class:`FlowError`."""
+    from ..rtl.board import BoardTop
+    from ..rtl.geometry import ChipGeometry
+
+    step = step or Step()
+    family = board.family
+    if family != "ecp5":
+        raise ValueError(f"--target chip: {board.name} is an {board.device} ({family}); the board "
+                         f"top (rtl/board.py) needs an ECP5 PLL; use --target core there")
+    if not board.uart_pins:
+        raise ValueError(f"--target chip: {board.name} has no UART pins for the host link (its "
+                         f"USB goes to the FPGA directly); choose a board with a USB UART")
+    top = BoardTop(cfg, target_mhz, board_clk_hz=board.clock_hz)   # PLL and baud checked here
+    env = env or tool_env(("YOSYS", "NEXTPNR_ECP5", "ECPPACK"))
+    geo = ChipGeometry.from_config(cfg)
+    what = f"the {len(geo.cores)}-core chip ({'-'.join(map(str, cfg.network.layers))})"
+    need, have = chip_weight_bits(cfg, geo), memory_bits_available(board)
+    if need > have:
+        raise DoesNotFit(what, "memory bits (the weights alone)", need, have,
+                         f"{board.name} ({board.device})")
+    outdir.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+
+    step.start("elaborate the board top (RTLIL, pin constraints)")
+    t0 = time.monotonic()
+    platform = board.platform()
+    plan = platform.prepare(top, name=CHIP_TOP)
+    for f in ("top.il", "top.lpf"):
+        (outdir / f).unlink(missing_ok=True)
+    plan.extract(str(outdir))
+    seconds["elaborate"] = round(time.monotonic() - t0, 2)
+
+    step.start(f"synthesis (yosys synth_{family}, the whole chip)")
+    script = (f"read_rtlil {CHIP_TOP}.il; synth_{family} -noflatten -top {CHIP_TOP}; "
+              f"tee -q -o stat.json stat -json; design -reset; "
+              f"read_rtlil {CHIP_TOP}.il; synth_{family} -top {CHIP_TOP} -json netlist.json; "
+              f"tee -q -o flat_stat.json stat -json")
+    for f in ("stat.json", "flat_stat.json", "netlist.json"):
+        (outdir / f).unlink(missing_ok=True)
+    r = run_tool([env["YOSYS"], "-q", "-l", "synth.log", "-p", script], outdir / "synth.out", outdir,
+                 env, step.tick)
+    seconds["synth"] = round(r.seconds, 2)
+    if r.returncode != 0 or not (outdir / "flat_stat.json").exists():
+        err = _first_error(outdir / "synth.out")
+        if err in ("no log", "no output"):
+            err = _first_error(outdir / "synth.log")
+        raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): {err} "
+                        f"(log: {outdir / 'synth.log'})")
+    stat = json.loads((outdir / "stat.json").read_text())
+    synth = synth_resources(json.loads((outdir / "flat_stat.json").read_text()), family)
+    modules = module_breakdown(stat, CHIP_TOP, family)
+    check_fit(synth, board, what)
+
+    pll = top.pll
+    entry = {"n_cores": len(geo.cores), "layers": list(cfg.network.layers),
+             "timesteps": cfg.network.timesteps, "lanes": cfg.hardware.lanes,
+             "clock": {"board_mhz": round(pll.f_in / 1e6, 6), "target_mhz": target_mhz,
+                       "pll_mhz": round(pll.f_out / 1e6, 6),
+                       "pll": {"clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
+                               "clkop_div": pll.clkop_div, "vco_mhz": round(pll.f_vco / 1e6, 3)}},
+             "uart": {"baud": top.baud, "actual_baud": round(top.divisor.actual_baud),
+                      "error_percent": round(100 * top.divisor.error, 3), "pins": board.uart_pins},
+             "reset_button": top.reset_button, "leds": [list(x) for x in top.leds],
+             "estimated": synth_only, "resources": synth, "synth_resources": synth,
+             "fmax_mhz": None, "critical_path": None, "bitstream": None,
+             "units": chip_units(modules, len(geo.cores)), "modules": modules, "seconds": seconds}
+    if synth_only:
+        return entry
+
+    step.start(f"place and route (nextpnr-{family}, with the board's pins)")
+    argv = [env["NEXTPNR_ECP5"], *board.nextpnr_args(), "--speed", str(platform.speed),
+            "--json", "netlist.json", "--lpf", f"{CHIP_TOP}.lpf", "--textcfg", f"{CHIP_TOP}.config",
+            "--freq", f"{target_mhz:g}", "--timing-allow-fail", "--report", "pnr.json",
+            "-q", "-l", "pnr.log"]
+    for f in ("pnr.json", f"{CHIP_TOP}.config", f"{CHIP_TOP}.bit"):
+        (outdir / f).unlink(missing_ok=True)
+    r = run_tool(argv, outdir / "pnr.out", outdir, env, step.tick)
+    seconds["pnr"] = round(r.seconds, 2)
+    log_text = (outdir / "pnr.log").read_text(errors="replace") if (outdir / "pnr.log").exists() else ""
+    if r.returncode != 0 or not (outdir / "pnr.json").exists() or not (outdir / f"{CHIP_TOP}.config").exists():
+        raise FlowError(f"place and route of {what} failed (exit {r.returncode}): "
+                        f"{_first_error(outdir / 'pnr.out')} (log: {outdir / 'pnr.log'})")
+    rep = json.loads((outdir / "pnr.json").read_text())
+    res = pnr_resources(rep, log_text, family, synth)
+    fmax, path = critical_path(rep)
+
+    step.start("bitstream (ecppack)")
+    bit = outdir / f"{CHIP_TOP}.bit"
+    r = run_tool([env["ECPPACK"], "--compress", "--input", f"{CHIP_TOP}.config", "--bit", bit.name],
+                 outdir / "pack.log", outdir, env, step.tick)
+    seconds["pack"] = round(r.seconds, 2)
+    if r.returncode != 0 or not bit.exists() or bit.stat().st_size == 0:
+        raise FlowError(f"ecppack failed (exit {r.returncode}): {_first_error(outdir / 'pack.log')} "
+                        f"(log: {outdir / 'pack.log'})")
+    entry.update(resources=res, fmax_mhz=fmax, critical_path=path,
+                 bitstream={"path": str(bit), "bytes": bit.stat().st_size})
     return entry

@@ -196,6 +196,9 @@ class HardwareConfig:
     #: G[i, j] = sum_t dv[t][i] x[t][j] and updates W in place (train.batch_size must be 1;
     #: the BP/WG overlap is given up).
     wg_dataflow: str = "accumulate"
+    #: Baud rate of the host link's UART on a board (8N1; `spikeforge build --target chip`).
+    #: 3 Mbaud is the most the ULX3S's FT231X carries.
+    baud: int = 3_000_000
 
     def validate(self) -> None:
         _int("hardware.cores", self.cores, 1, 1024)
@@ -205,6 +208,7 @@ class HardwareConfig:
         _int("hardware.max_inputs", self.max_inputs, 1, 65536)
         _int("hardware.max_neurons", self.max_neurons, 1, 65536)
         _choice("hardware.wg_dataflow", self.wg_dataflow, WG_DATAFLOWS)
+        _int("hardware.baud", self.baud, 300, 12_000_000)
 
 
 @dataclass(frozen=True)

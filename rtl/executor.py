@@ -323,6 +323,10 @@ class Executor(wiring.Component):
     without a UART) for ``read_counters`` core 0xFF; ``chip_cmd`` (Out), ``chip_rsp`` (In),
     ``ev`` (Out) to the chip's ``cmd`` / ``rsp`` / ``ev_in``.
 
+    ``busy`` (Out): a request is being handled (the executor is not waiting for a header);
+    ``training`` (Out): ``busy`` with a ``train`` or ``update`` request -- status outputs for a
+    board's LEDs, which change nothing.
+
     ``counters``: the cores have their debug counters (``Chip(debug=True)``); without them
     ``read_counters`` of a core is ``unknown_op``. ``weights_loaded``: the chip was built
     with weights (``status`` flag bit 0; also set by the first good ``write_weights``).
@@ -353,6 +357,8 @@ class Executor(wiring.Component):
             "chip_cmd": Out(stream.Signature(chip_cmd_layout(self.n))),
             "chip_rsp": In(stream.Signature(chip_rsp_layout(self.n))),
             "ev": Out(stream.Signature(chip_event_layout(cfg))),
+            "busy": Out(1),
+            "training": Out(1),
         })
 
     # ------------------------------------------------------------------ registers
@@ -421,13 +427,16 @@ class Executor(wiring.Component):
         self.seed_w, self.seed_r = seeds.write_port(), seeds.read_port()
         self._lookups(m)
         self._emitter(m)
-        with m.FSM(name="exec"):
+        with m.FSM(name="exec") as fsm:
             self._receive(m)
             self._check(m)
             self._loop(m)
             self._sample(m)
             self._local(m)
             self._replies(m)
+        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE")),
+                     self.training.eq(self.busy & ((self.op == int(hp.Op.TRAIN)) |
+                                                   (self.op == int(hp.Op.UPDATE))))]
         return m
 
     def _receive(self, m):

@@ -7,20 +7,31 @@ UART in front of them (``rtl/uart.py``), a testbench pushes protocol frames
 reported by ``read_counters`` core 0xFF. With ``debug`` the chip's monitor ports
 (``mon_valid``, ``mon<k>_<kind>``) are passed up for scoreboards, and ``mon_host_ev``
 shows each input event the executor hands the chip (``{valid, w: {t, j, end}}``).
+
+``activity`` (Out, for a board's status LEDs; it changes nothing): ``busy`` (a request is
+being handled), ``training`` (a ``train`` or ``update`` request), ``error`` (a one-cycle
+pulse when the executor sends a reply whose status is not ``ok``, or one of the error
+counters of ``read_counters`` core 0xFF moves: CRC errors, malformed frames, timeouts,
+busy drops, the link's own error replies, UART framing errors, overruns).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .chip import Chip, chip_event_layout
 from .executor import Executor
 from .geometry import ChipGeometry
-from .hostlink import HostLink
+from .hostlink import HostLink, Status
 
-__all__ = ["HostChip", "SerialHostChip"]
+#: ``HostChip.activity``: what a board shows on its status LEDs.
+ACTIVITY = data.StructLayout({"busy": 1, "training": 1, "error": 1})
+#: The link counters that count errors (``HostLink.stats``; ``frames`` and ``replays`` do not).
+ERROR_STATS = ("crc_errors", "malformed", "timeouts", "busy_drops", "err_replies")
+
+__all__ = ["HostChip", "SerialHostChip", "ACTIVITY", "ERROR_STATS"]
 
 
 class HostChip(wiring.Component):
@@ -38,7 +49,8 @@ class HostChip(wiring.Component):
         self.executor = Executor(cfg, geometry, max_payload=max_payload, counter_bits=counter_bits,
                                  counters=debug, weights_loaded=weights is not None)
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                   "uart_frame_errors": In(counter_bits), "uart_overruns": In(counter_bits)}
+                   "uart_frame_errors": In(counter_bits), "uart_overruns": In(counter_bits),
+                   "activity": Out(ACTIVITY)}
         self._mon = [name for name in self.chip.signature.members if name.startswith("mon")]
         for name in self._mon:
             members[name] = self.chip.signature.members[name]
@@ -67,6 +79,18 @@ class HostChip(wiring.Component):
                      chip.ctr_node.eq(0), chip.ctr_addr.eq(0)]
         for name in self._mon:
             m.d.comb += getattr(self, name).eq(getattr(chip, name))
+        # activity: the executor's state; an error is any error counter that moved
+        counters = [getattr(link.stats, n) for n in ERROR_STATS] + [self.uart_frame_errors,
+                                                                     self.uart_overruns]
+        moved = []
+        for k, c in enumerate(counters):
+            prev = Signal.like(c, name=f"err_prev{k}")
+            m.d.sync += prev.eq(c)
+            moved.append(prev != c)
+        # and any error reply of the executor (``err_replies`` counts only the link's own)
+        moved.append(ex.rsp.valid & link.rsp.ready & (ex.rsp.payload.status != Status.OK))
+        m.d.comb += [self.activity.busy.eq(ex.busy), self.activity.training.eq(ex.training),
+                     self.activity.error.eq(Cat(*moved).any())]
         if self.debug:
             m.d.comb += [self.mon_host_ev.valid.eq(ex.ev.valid & ex.ev.ready),
                          self.mon_host_ev.w.eq(ex.ev.payload)]

@@ -167,15 +167,19 @@ def test_build_without_config_takes_the_board_preset(tmp_path):
 def test_build_without_config_builds_the_board_preset(tmp_path):
     """`build --board ulx3s-85f` with no --config: the trainer-20core preset (synthesis only,
     about 100 s)."""
-    r = run("build", "--board", "ulx3s-85f", "--synth-only", "-o", str(tmp_path / "b"))
+    r = run("build", "--board", "ulx3s-85f", "--target", "core", "--synth-only", "-o", str(tmp_path / "b"))
     assert r.returncode == 0, r.stderr
     assert "build: no --config: building the ulx3s-85f preset trainer-20core" in r.stderr
     rep = json.loads((tmp_path / "b" / "report.json").read_text())
     assert rep["config"] == {"name": "trainer-20core", "digest": load_config("trainer-20core").digest()}
 
 
-def test_build_chip_target_not_offered():
-    assert_user_error(run("build", "--target", "chip"), "chip")
+def test_build_targets():
+    """``chip`` (tests/test_board.py) is the default, ``core`` stays; nothing else."""
+    from spikeforge.fpga.cli import TARGETS
+
+    assert TARGETS == ("chip", "core")
+    assert_user_error(run("build", "--target", "board"), "invalid choice", "'chip'", "'core'")
 
 
 def test_build_small_core(tmp_path):
@@ -183,7 +187,8 @@ def test_build_small_core(tmp_path):
     cfg_file = tmp_path / "small.yaml"
     cfg_file.write_text(SMALL)
     out = tmp_path / "build"
-    r = run("build", "--board", "ulx3s-12f", "--config", str(cfg_file), "-o", str(out), "--allow-slow")
+    r = run("build", "--board", "ulx3s-12f", "--config", str(cfg_file), "--target", "core",
+            "-o", str(out), "--allow-slow")
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
     assert {"board", "device", "target", "config", "available", "target_mhz", "cores", "seconds"} <= set(rep)
@@ -224,7 +229,8 @@ def test_build_core_too_big_for_the_device(tmp_path):
     cfg_file.write_text("network:\n  layers: [1024, 64]\n  timesteps: 2\n"
                         "hardware:\n  cores: 1\n  lanes: 1\n  max_inputs: 1024\n  max_neurons: 64\n")
     out = tmp_path / "build"
-    r = run("build", "--board", "ulx3s-12f", "--config", str(cfg_file), "-o", str(out), "-q")
+    r = run("build", "--board", "ulx3s-12f", "--config", str(cfg_file), "--target", "core",
+            "-o", str(out), "-q")
     assert_user_error(r, "does not fit", "ulx3s-12f", "memory bits", f"needed {1024 * 64 * 16}",
                       f"available {32 * 18432 + 12096 // 6 * 64}")
     assert not (out / "report.json").exists() and not (out / "report.txt").exists()
