@@ -103,8 +103,8 @@ def add_federated_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ports", default=None, metavar="DEV,...",
                    help="board workers: their serial ports, comma-separated, one per board worker "
                         "in worker order (e.g. /dev/ttyUSB0,/dev/ttyUSB1)")
-    p.add_argument("--baud", type=positive_int, default=3_000_000, metavar="BAUD",
-                   help="board workers: the serial rate, 8N1 (default 3000000)")
+    p.add_argument("--baud", type=positive_int, default=None, metavar="BAUD",
+                   help="board workers: the serial rate, 8N1 (default: the config's hardware.baud)")
     p.add_argument("--rounds", type=positive_int, default=10, metavar="R", help="rounds (default 10)")
     p.add_argument("--local-epochs", type=positive_int, default=3, metavar="E", dest="local_epochs",
                    help="epochs over its shard each worker trains per round (default 3)")
@@ -195,7 +195,7 @@ def cmd_federated(args, out: TextIO) -> int:
         rep, _ = run_federated(cfg, workers=args.workers, rounds=args.rounds,
                                local_epochs=args.local_epochs, partition=args.partition,
                                seed=args.seed, quorum=quorum, backends=backends, progress=say,
-                               ports=ports, baud=args.baud)
+                               ports=ports, baud=args.baud if args.baud is not None else cfg.hardware.baud)
     except BoardError as e:
         raise UserError(str(e)) from None
     except FederatedError as e:

@@ -254,7 +254,7 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit: {args.limit} is not a positive number of training samples")
-    if not 0 < args.baud <= 12_000_000:
+    if args.baud is not None and not 0 < args.baud <= 12_000_000:
         raise UserError(f"--baud: {args.baud} is not a serial rate in 1..12000000")
     if (args.port is not None) != (args.backend == "board"):
         raise UserError("--port DEV goes with --backend board (the board's serial port)"
@@ -265,7 +265,7 @@ def cmd_train(args, out: TextIO, err: TextIO) -> int:
     if args.backend == "sim":
         chip = _sim_chip(cfg, err, args.quiet)
     elif args.backend == "board":
-        chip = _board_chip(cfg, args.port, args.baud)
+        chip = _board_chip(cfg, args.port, args.baud if args.baud is not None else cfg.hardware.baud)
     progress = Progress(err, cfg.train.epochs, enabled=not args.quiet)
     try:
         result = train(cfg, backend="model" if chip else args.backend, progress=progress, init=init,
@@ -462,8 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
                         + " (default: model)")
     t.add_argument("--port", default=None, metavar="DEV",
                    help="--backend board: the board's serial port (e.g. /dev/ttyUSB0)")
-    t.add_argument("--baud", type=_int_flag, default=3_000_000, metavar="BAUD",
-                   help="--backend board: the serial rate, 8N1 (default 3000000, the ULX3S FT231X)")
+    t.add_argument("--baud", type=_int_flag, default=None, metavar="BAUD",
+                   help="--backend board: the serial rate, 8N1 (default: the config's hardware.baud, "
+                        "3000000 unless set: the ULX3S FT231X)")
     t.add_argument("--limit", type=_int_flag, default=None, metavar="N",
                    help="train on the first N training samples only (a seeded subset)")
     t.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: the config's)")
