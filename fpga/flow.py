@@ -195,6 +195,22 @@ def check_fit(res: dict[str, int], board: Board, what: str) -> None:
 
 
 # --------------------------------------------------------------------------------- one core
+def _synth_results(r, outdir: Path, what: str, top: str, family: str, board) -> tuple[dict, list]:
+    """After Yosys: its resources (flat) and per-module table (hierarchical), the design
+    checked against the board; :class:`FlowError` naming the first error if it failed."""
+    if r.returncode != 0 or not (outdir / "flat_stat.json").exists():
+        err = _first_error(outdir / "synth.out")
+        if err in ("no log", "no output"):
+            err = _first_error(outdir / "synth.log")
+        raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): {err} "
+                        f"(log: {outdir / 'synth.log'})")
+    stat = json.loads((outdir / "stat.json").read_text())
+    synth = synth_resources(json.loads((outdir / "flat_stat.json").read_text()), family)
+    modules = module_breakdown(stat, top, family)
+    check_fit(synth, board, what)
+    return synth, modules
+
+
 def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: float = 100.0,
                synth_only: bool = False, step: Step | None = None, env: dict | None = None,
                verilog: str | None = None) -> dict:
@@ -243,13 +259,7 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     r = run_tool([env["YOSYS"], "-q", "-l", "synth.log", "-p", script], outdir / "synth.out", outdir,
                  env, step.tick)
     seconds["synth"] = round(r.seconds, 2)
-    if r.returncode != 0 or not (outdir / "flat_stat.json").exists():
-        raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): "
-                        f"{_first_error(outdir / 'synth.out')} (log: {outdir / 'synth.log'})")
-    stat = json.loads((outdir / "stat.json").read_text())
-    synth = synth_resources(json.loads((outdir / "flat_stat.json").read_text()), family)
-    modules = module_breakdown(stat, top, family)
-    check_fit(synth, board, what)
+    synth, modules = _synth_results(r, outdir, what, top, family, board)
 
     entry = {"name": name, "n_in": geom.n_in, "n_neurons": geom.n_neurons,
              "timesteps": geom.timesteps, "lanes": geom.lanes, "output_layer": geom.output_layer,
@@ -379,16 +389,7 @@ def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
     r = run_tool([env["YOSYS"], "-q", "-l", "synth.log", "-p", script], outdir / "synth.out", outdir,
                  env, step.tick)
     seconds["synth"] = round(r.seconds, 2)
-    if r.returncode != 0 or not (outdir / "flat_stat.json").exists():
-        err = _first_error(outdir / "synth.out")
-        if err in ("no log", "no output"):
-            err = _first_error(outdir / "synth.log")
-        raise FlowError(f"synthesis of {what} failed (exit {r.returncode}): {err} "
-                        f"(log: {outdir / 'synth.log'})")
-    stat = json.loads((outdir / "stat.json").read_text())
-    synth = synth_resources(json.loads((outdir / "flat_stat.json").read_text()), family)
-    modules = module_breakdown(stat, CHIP_TOP, family)
-    check_fit(synth, board, what)
+    synth, modules = _synth_results(r, outdir, what, CHIP_TOP, family, board)
 
     pll = top.pll
     entry = {"n_cores": len(geo.cores), "layers": list(cfg.network.layers),

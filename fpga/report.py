@@ -17,41 +17,39 @@ SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "report.txt")
 
 
-def core_report(cfg, board, cores: list[dict], *, target_mhz: float, seconds: float,
-                config_name: str, synth_only: bool) -> dict:
-    """report.json of ``--target core``: one entry per core kind in ``cores``."""
+def _report(cfg, board, target: str, flow: str, key: str, value, *, target_mhz: float,
+            seconds: float, config_name: str) -> dict:
+    """The fields every report.json has, and the target's own entry under ``key``."""
     return {
         "schema": SCHEMA_VERSION,
         "board": board.name,
         "device": board.device,
         "package": board.package,
-        "target": "core",
+        "target": target,
         "config": {"name": config_name, "digest": cfg.digest()},
-        "flow": "synthesis only (estimates)" if synth_only else "out-of-context place and route",
+        "flow": flow,
         "target_mhz": target_mhz,
         "available": {k: board.available[k] for k in RESOURCE_KEYS},
-        "cores": cores,
+        key: value,
         "seconds": round(seconds, 2),
     }
+
+
+def core_report(cfg, board, cores: list[dict], *, target_mhz: float, seconds: float,
+                config_name: str, synth_only: bool) -> dict:
+    """report.json of ``--target core``: one entry per core kind in ``cores``."""
+    flow = "synthesis only (estimates)" if synth_only else "out-of-context place and route"
+    return _report(cfg, board, "core", flow, "cores", cores, target_mhz=target_mhz, seconds=seconds,
+                   config_name=config_name)
 
 
 def chip_report(cfg, board, chip: dict, *, target_mhz: float, seconds: float,
                 config_name: str, synth_only: bool) -> dict:
     """report.json of ``--target chip``: the board top's ``chip`` entry (fpga/flow.py
     ``build_chip``)."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "board": board.name,
-        "device": board.device,
-        "package": board.package,
-        "target": "chip",
-        "config": {"name": config_name, "digest": cfg.digest()},
-        "flow": "synthesis only (estimates)" if synth_only else "place and route with the board's pins",
-        "target_mhz": target_mhz,
-        "available": {k: board.available[k] for k in RESOURCE_KEYS},
-        "chip": chip,
-        "seconds": round(seconds, 2),
-    }
+    flow = "synthesis only (estimates)" if synth_only else "place and route with the board's pins"
+    return _report(cfg, board, "chip", flow, "chip", chip, target_mhz=target_mhz, seconds=seconds,
+                   config_name=config_name)
 
 
 def _row(label: str, r: dict, avail: dict | None = None) -> str:
