@@ -37,6 +37,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from ..host.chip import weights_sha256  # the digest every backend reports
+
 __all__ = ["server_app", "client_app", "stream_seed", "weights_sha256", "wire_dtype", "local_train",
            "worker_backend"]
 
@@ -49,14 +51,6 @@ def stream_seed(*parts) -> int:
     """A 63-bit seed from the run seed and labels (worker, round, stream): stable across processes."""
     digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def weights_sha256(weights: list[torch.Tensor]) -> str:
-    """SHA-256 of the weights as little-endian int64, layer after layer (row-major)."""
-    h = hashlib.sha256()
-    for w in weights:
-        h.update(w.to(torch.int64).contiguous().numpy().astype("<i8").tobytes())
-    return h.hexdigest()
 
 
 def wire_dtype(weight_bits: int):

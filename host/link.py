@@ -72,9 +72,10 @@ class LinkChip(Chip):
             raise ValueError(f"the chip on the link is T={got[0]}, layers {list(got[1])}, {got[2]} cores; "
                              f"the config wants T={want[0]}, layers {list(want[1])}, {want[2]} cores")
         self.inplace = not (v.features & hp.Feature.UPDATE)
-        # Words per frame: a request holds max_payload bytes, a reply max_reply.
+        # Words per frame: a request holds max_payload bytes; a reply at most max_reply
+        # (2,032 bytes, docs/protocol.md section 6; `version` does not report it) = 1,016 i16.
         self._w_per_write = (v.max_payload - 7) // 2
-        self._w_per_read = min(1016, (v.max_payload - 7) // 2)
+        self._w_per_read = min(1016, self._w_per_write)
 
     # ------------------------------------------------------------------ one request
     def request(self, op: int, payload: bytes = b"") -> bytes:
