@@ -13,9 +13,11 @@ count), of them logic / carry / LUT-RAM, FF, EBR (DP16KD), fmax and the critical
         [--only router,spike,error,host] [--widelut both|on|off] [--synth-only]
         [--target-mhz 100] [-o DIR] [--json FILE]
 
-``synth_ecp5`` as the project's flow runs it builds functions of 5 to 7 inputs from LUT4
-pairs and PFU muxes (wide LUTs); for this control-heavy logic ABC then fills many LUT4s
-with constants. ``-nowidelut`` maps to LUT4s only; both are printed (docs/noc.md).
+``synth_ecp5`` with wide LUTs (``--widelut on``) builds functions of 5 to 7 inputs from
+LUT4 pairs and PFU muxes; for this control-heavy logic ABC then fills many LUT4s with
+constants. ``-nowidelut`` (``off``) maps to LUT4s only and is what the project's flow runs
+(``fpga/flow.py`` ``SYNTH_OPTIONS``); both are printed by default (docs/noc.md). The
+routers the chip instantiates have only the ports of its traffic: bench/bench_chip_area.py.
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _build(name: str, component, board, outdir: Path, *, target_mhz: float, synth_only: bool,
-           synth_opts: str = "") -> dict:
+           synth_opts: str | None = None) -> dict:
     """Synthesis and out-of-context place and route of ``component`` (top ``router``),
-    with the functions of fpga/flow.py; returns the report keys, fmax and critical path."""
+    with the functions of fpga/flow.py (``synth_opts``: default the flow's options);
+    returns the report keys, fmax and critical path."""
     from spikeforge.fpga import flow
     from spikeforge.fpga.tools import run_tool, tool_env
     from spikeforge.gen.verilog import write_verilog
 
+    if synth_opts is None:
+        synth_opts = flow.SYNTH_OPTIONS["ecp5"]
     env = tool_env(("YOSYS", "NEXTPNR_ECP5"))
     outdir.mkdir(parents=True, exist_ok=True)
     top = "router"
@@ -78,8 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="router,spike,error,host")
     ap.add_argument("--synth-only", action="store_true")
     ap.add_argument("--widelut", choices=("both", "on", "off"), default="both",
-                    help="on: synth_ecp5 as fpga/flow.py runs it (LUT5-7 from PFU muxes); "
-                         "off: synth_ecp5 -nowidelut (LUT4 only); both: a row each")
+                    help="on: synth_ecp5 with wide LUTs (LUT5-7 from PFU muxes); "
+                         "off: synth_ecp5 -nowidelut (LUT4 only, the flow's); both: a row each")
     ap.add_argument("--target-mhz", type=float, default=100.0)
     ap.add_argument("--board", default="ulx3s-85f")
     ap.add_argument("-o", "--out", default=str(REPO / "build" / "bench_noc"))

@@ -36,7 +36,15 @@ from .tools import run_tool, tool_env
 __all__ = ["core_for_build", "FlowError", "DoesNotFit", "TimingMissed", "build_core",
            "weight_bits_bound", "memory_bits_available", "check_fit",
            "build_cores", "synth_resources", "module_breakdown", "LUTRAM_SITES_PER_DPR16X4",
-           "build_chip", "chip_units", "chip_weight_bits", "CHIP_TOP"]
+           "build_chip", "chip_units", "chip_weight_bits", "CHIP_TOP", "SYNTH_OPTIONS"]
+
+#: Extra ``synth_<family>`` options of every build. ECP5: ``-nowidelut`` maps to LUT4s
+#: only. Without it Yosys builds 5- to 7-input functions from LUT4 pairs and PFU muxes and
+#: ABC fills many of those LUT4s with constants: measured on the trainer-20core parts
+#: (out of context, LFE5U-85F): a 784 -> 8 core 2,861 -> 2,682 LUT4 sites (fmax 89.2 ->
+#: 85.7 MHz), a router 1,041 -> 839 (113.6 -> 100.1 MHz); area is what the 20-core chip
+#: lacks. iCE40: ``-dsp`` maps multipliers to the SB_MAC16s.
+SYNTH_OPTIONS = {"ecp5": "-nowidelut", "ice40": "-dsp"}
 
 #: LUT4 sites one TRELLIS_DPR16X4 (16x4 LUT-RAM) occupies as nextpnr packs it: 4 "RAM LUTs"
 #: plus 2 "RAMW LUTs" (nextpnr-ecp5's utilisation log). Used for synthesis-only estimates.
@@ -248,10 +256,10 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     # Twice: hierarchy kept (stat.json: the per-module breakdown), then flattened
     # (netlist.json, flat_stat.json: the totals and what nextpnr places), because keeping
     # the hierarchy stops Yosys optimising across module boundaries (about 6 % more LUTs).
-    dsp = " -dsp" if family == "ice40" else ""
-    script = (f"read_verilog -sv core.v; synth_{family} -noflatten{dsp} -top {top}; "
+    opts = SYNTH_OPTIONS[family]
+    script = (f"read_verilog -sv core.v; synth_{family} -noflatten {opts} -top {top}; "
               f"tee -q -o stat.json stat -json; design -reset; "
-              f"read_verilog -sv core.v; synth_{family}{dsp} -top {top} -json netlist.json; "
+              f"read_verilog -sv core.v; synth_{family} {opts} -top {top} -json netlist.json; "
               f"tee -q -o flat_stat.json stat -json")
     (outdir / "stat.json").unlink(missing_ok=True)
     (outdir / "flat_stat.json").unlink(missing_ok=True)
@@ -380,9 +388,10 @@ def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
     seconds["elaborate"] = round(time.monotonic() - t0, 2)
 
     step.start(f"synthesis (yosys synth_{family}, the whole chip)")
-    script = (f"read_rtlil {CHIP_TOP}.il; synth_{family} -noflatten -top {CHIP_TOP}; "
+    opts = SYNTH_OPTIONS[family]
+    script = (f"read_rtlil {CHIP_TOP}.il; synth_{family} -noflatten {opts} -top {CHIP_TOP}; "
               f"tee -q -o stat.json stat -json; design -reset; "
-              f"read_rtlil {CHIP_TOP}.il; synth_{family} -top {CHIP_TOP} -json netlist.json; "
+              f"read_rtlil {CHIP_TOP}.il; synth_{family} {opts} -top {CHIP_TOP} -json netlist.json; "
               f"tee -q -o flat_stat.json stat -json")
     for f in ("stat.json", "flat_stat.json", "netlist.json"):
         (outdir / f).unlink(missing_ok=True)
