@@ -6,8 +6,11 @@ Each adapter of the preset's chip -- the timestep barrier (``SpikeMerge``) of a 
 core (fan-in from the host) and of a second-layer core, the error reduction
 (``ErrorReduce``) of a hidden core, the spike and error senders, the host agent, the input
 source -- synthesised and placed out of context on the board's FPGA like one router in
-bench/bench_noc.py (Yosys ``synth_ecp5``, nextpnr-ecp5 ``--out-of-context``). Prints LUT4
-sites (nextpnr's COMB count), FF, EBR and fmax per adapter and the sum per core kind.
+bench/bench_noc.py (Yosys ``synth_ecp5`` with the flow's options, nextpnr-ecp5
+``--out-of-context``). Prints LUT4 sites (nextpnr's COMB count), FF, EBR and fmax per
+adapter and the sum per core kind; then every router of the chip as the chip builds it
+(only the ports of its traffic, ``rtl/chip.py`` ``chip_flows``, counters off) beside the
+generic router with every port, and their sum.
 """
 
 from __future__ import annotations
@@ -58,11 +61,10 @@ def main(argv=None) -> int:
                   (f"SpikeMerge, layer {last}", "last",
                    lambda: C.SpikeMerge(cfg, out.geom, len(geo.layer_cores(last - 1)))),
                   ("ErrorSource", "last", lambda: C.ErrorSource(cfg, geo, out.core))]
-    from spikeforge.rtl.noc import MeshShape, Router
+    from spikeforge.rtl.noc import MeshShape, Router, used_ports
     mesh = MeshShape.from_chip(geo)
     mid = mesh.node(min(1, mesh.rows - 1), min(1, mesh.cols - 1))
-    comps.append(("Router (the chip's planes, counters off)", "all",
-                  lambda: Router(mesh, mid, C.chip_planes(cfg, geo), counters=False)))
+    planes = C.chip_planes(cfg, geo)
     noc = _noc_bench()
     print(f"{args.config}: chip adapters on {board.name}, out of context, target {args.target_mhz:g} MHz")
     print("| adapter | on | LUT4 sites | FF | EBR | fmax MHz | critical path |")
@@ -82,8 +84,34 @@ def main(argv=None) -> int:
             per[where] += res["comb"]
         elif where == "all":
             per = {k: v + res["comb"] for k, v in per.items()}
-    print(f"adapters and router per layer-0 core: {per['first']:,} LUT4 sites; per layer-{last} core: "
+    print(f"adapters per layer-0 core: {per['first']:,} LUT4 sites; per layer-{last} core: "
           f"{per['last']:,}")
+
+    # the routers: generic (every port) against each one the chip builds
+    used = {p: used_ports(mesh, f) for p, f in C.chip_flows(geo).items()}
+    routers = [(f"generic router, all ports (position {mesh.position(mid)})",
+                lambda: Router(mesh, mid, planes, counters=False))]
+    routers += [(f"router {k} {mesh.position(k)}: " + ", ".join(
+                    f"{p} {len(u[k].ins)}/{len(u[k].outs)}" for p, u in used.items()),
+                 (lambda k=k: Router(mesh, k, planes, counters=False, used={p: u[k] for p, u in used.items()})))
+                for k in range(mesh.nodes)]
+    print()
+    print("| router (plane inputs/outputs used) | LUT4 sites | FF | fmax MHz |")
+    print("|---|---|---|---|")
+    total = 0
+    for i, (name, make) in enumerate(routers):
+        row = noc._build(name, make(), board, Path(args.out) / f"router{i - 1 if i else 'all'}",
+                         target_mhz=args.target_mhz, synth_only=args.synth_only)
+        res = row["resources"]
+        fm = f"{row['fmax_mhz']:.1f}" if row["fmax_mhz"] else "-"
+        est = "~" if row["estimated"] else ""
+        print(f"| {name} | {est}{res['comb']:,} | {res['ff']:,} | {fm} |", flush=True)
+        if i:
+            total += res["comb"]
+        else:
+            generic = res["comb"]
+    print(f"routers of the chip: {total:,} LUT4 sites in all, {total / mesh.nodes:,.0f} a router on "
+          f"average ({generic:,} each with every port: {generic * mesh.nodes:,})")
     return 0
 
 

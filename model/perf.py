@@ -307,8 +307,8 @@ NOC_HOP_CYCLES = 2
 #: Cycles per flit of the host's input events, multicast to the first layer (forks of a
 #: multicast wait for every branch's output register; measured 5 to 6 on a 4 x 5 mesh).
 NOC_MULTICAST_CYCLES = 5
-#: Cycles per reduced error word handed from ErrorReduce to its core (read, send).
-REDUCE_WORD_CYCLES = 2
+#: Cycles per reduced error word handed from ErrorReduce to its core (read, register, send).
+REDUCE_WORD_CYCLES = 3
 
 
 def noc_busiest_link(geometry, flows) -> int:

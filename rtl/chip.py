@@ -47,7 +47,7 @@ from .interfaces import (IDX_BITS, Op, Phase, Status, ds_layout, err_layout, eve
 from .noc import Mesh, MeshShape, MessageClass, PlaneSpec, inject_layout
 from .wg import inplace
 
-__all__ = ["Chip", "core_module_name", "core_instance", "chip_planes", "chip_cmd_layout", "chip_rsp_layout", "chip_event_layout",
+__all__ = ["Chip", "core_module_name", "core_instance", "chip_planes", "chip_flows", "chip_cmd_layout", "chip_rsp_layout", "chip_event_layout",
            "chip_error_width", "BITMAP_WORD", "MON_KINDS"]
 
 #: The chip's monitor kinds per core, in ``mon_valid`` bit order.
@@ -64,9 +64,12 @@ def _col_blocks(cfg) -> int:
 
 
 def chip_error_width(cfg) -> int:
-    """Signed width of a reduced error sum: ``weight_bits + dv_bits + bits(widest layer)``."""
+    """Signed width of a reduced error sum: ``weight_bits + dv_bits + bits(n)``, ``n`` the
+    widest layer whose errors are summed into a hidden neuron (``layers[2:]``): the sum of
+    ``n`` products of a weight and a dv, exact whatever the order of the partial sums."""
     a = cfg.arithmetic
-    return a.weight_bits + a.dv_bits + max(cfg.network.layers[1:]).bit_length()
+    above = cfg.network.layers[2:] or cfg.network.layers[1:]
+    return a.weight_bits + a.dv_bits + max(above).bit_length()
 
 
 def spike_plane_payload(cfg) -> data.StructLayout:
@@ -99,6 +102,19 @@ def chip_planes(cfg, geometry: ChipGeometry) -> tuple[PlaneSpec, ...]:
     return (PlaneSpec(MessageClass.SPIKE, spike_plane_payload(cfg), multicast=True),
             PlaneSpec(MessageClass.ERROR, error_plane_payload(cfg)),
             PlaneSpec(MessageClass.HOST, host_plane_payload(len(geometry.cores))))
+
+
+def chip_flows(geometry: ChipGeometry) -> dict:
+    """Every flow of the chip per plane, ``{plane: [(source, [destinations]), ...]}``: spikes
+    from each core (and the host's events from core 0) to the next layer's cores, error sums
+    from each core to the layer below, host commands from core 0 to every core and their
+    responses back. The routers are built with only the ports these use (``Mesh(flows=)``)."""
+    n, L = len(geometry.cores), max(pl.layer for pl in geometry.cores) + 1
+    ids = [[pl.core for pl in geometry.layer_cores(l)] for l in range(L)]
+    spike = [(0, ids[0])] + [(k, ids[l + 1]) for l in range(L - 1) for k in ids[l]]
+    error = [(k, [d]) for l in range(1, L) for k in ids[l] for d in ids[l - 1]]
+    host = [(0, [k]) for k in range(n)] + [(k, [0]) for k in range(n)]
+    return {"spike": spike, "error": error, "host": host}
 
 
 def chip_cmd_layout(n_cores: int) -> data.StructLayout:
@@ -417,8 +433,9 @@ class ErrorSource(wiring.Component):
 
 class ErrorReduce(wiring.Component):
     """The error sums of a hidden core (see the module doc): ``T * NB`` accumulators of
-    ``P`` lanes at :func:`chip_error_width`; a partial sum is added in two cycles
-    (read-modify-write); once ``sources`` ends arrived every ``{t, b}`` is narrowed as
+    ``P`` lanes at :func:`chip_error_width` in block RAM; a partial sum is added in
+    three cycles (read, register, add and write: the eject port delivers one flit every
+    three cycles at most); once ``sources`` ends arrived every ``{t, b}`` is narrowed as
     ``model.fixedpoint`` narrows ``e`` (half-up shift by ``error_shift``, saturation to
     ``error_bits``), sent on ``ds`` and cleared."""
 
@@ -437,7 +454,8 @@ class ErrorReduce(wiring.Component):
         T, NB, P = g.timesteps, g.blocks, g.lanes
         EW = chip_error_width(cfg)
         acc_l = data.ArrayLayout(signed(EW), P)
-        mem = Memory(shape=acc_l, depth=max(T * NB, 2), init=[])
+        # block RAM, not LUT-RAM: T * NB words of up to 36 bits are one PDPW16KD
+        mem = Memory(shape=acc_l, depth=max(T * NB, 2), init=[], attrs={"ram_style": "block"})
         m.submodules.acc = mem
         rp, wp = mem.read_port(), mem.write_port()
         f = self.flits.payload
@@ -447,6 +465,9 @@ class ErrorReduce(wiring.Component):
         a = Signal(range(T * NB + 1))
         ot, ob = Signal(range(T)), Signal(range(NB))
         sh, eb = error_shift(cfg), cfg.arithmetic.error_bits
+        # the block RAM's word is registered (``q``) before the adder and before the
+        # narrowing: its clock-to-out (5.6 ns) and a 36-bit carry chain do not fit 10 ns
+        q = Signal(acc_l)
         with m.FSM(name="reduce"):
             with m.State("IDLE"):
                 with m.If(ends == self.sources):
@@ -458,20 +479,25 @@ class ErrorReduce(wiring.Component):
                         m.d.sync += ends.eq(ends + 1)
                     with m.Else():
                         m.d.comb += rp.addr.eq(addr_in)
-                        m.next = "ADD"
+                        m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.sync += q.eq(rp.data)
+                m.next = "ADD"
             with m.State("ADD"):
                 m.d.comb += [wp.addr.eq(addr_in), wp.en.eq(1), self.flits.ready.eq(1)]
-                m.d.comb += [wp.data[q].eq(rp.data[q] + f.e[q]) for q in range(P)]
+                m.d.comb += [wp.data[k].eq(q[k] + f.e[k]) for k in range(P)]
                 m.next = "IDLE"
             with m.State("READ"):
                 m.d.comb += rp.addr.eq(a)
+                m.next = "HOLD"
+            with m.State("HOLD"):
+                m.d.sync += q.eq(rp.data)
                 m.next = "OUT"
             with m.State("OUT"):
-                # rp.data holds acc[a] (the address is held): narrow it, send, clear
-                m.d.comb += rp.addr.eq(a)
+                # q holds acc[a]: narrow it, send, clear
                 m.d.comb += [self.ds.valid.eq(1), self.ds.payload.t.eq(ot), self.ds.payload.b.eq(ob)]
-                m.d.comb += [self.ds.payload.ds[q].eq(
-                    arith.sat(arith.shift_right_round(rp.data[q], sh), eb)) for q in range(P)]
+                m.d.comb += [self.ds.payload.ds[k].eq(
+                    arith.sat(arith.shift_right_round(q[k], sh), eb)) for k in range(P)]
                 with m.If(self.ds.ready):
                     m.d.comb += [wp.addr.eq(a), wp.data.eq(0), wp.en.eq(1)]
                     m.d.sync += [a.eq(a + 1), ob.eq(Mux(ob == NB - 1, 0, ob + 1))]
@@ -596,7 +622,7 @@ class Chip(wiring.Component):
         self.mesh = MeshShape.from_chip(geometry)
         self.planes = chip_planes(cfg, geometry)
         n = len(geometry.cores)
-        self.noc = Mesh(self.mesh, self.planes, counters=True)
+        self.noc = Mesh(self.mesh, self.planes, counters=True, flows=chip_flows(geometry))
         members = {
             "cmd": In(stream.Signature(chip_cmd_layout(n))),
             "rsp": Out(stream.Signature(chip_rsp_layout(n))),

@@ -56,6 +56,7 @@ __all__ = [
     "MessageClass", "Port", "CounterKind", "MeshShape", "PlaneSpec", "DEFAULT_PLANES",
     "spike_payload", "error_payload", "host_payload", "dest_layout", "inject_layout",
     "flit_layout", "counter_index", "COUNTERS_PER_PLANE", "PLANE_STRIDE", "PlaneRouter", "Router", "Mesh",
+    "xy_path", "tree_links", "UsedPorts", "used_ports",
 ]
 
 
@@ -279,6 +280,70 @@ def _cmp(x, op: str, k: int):
     return {"<": x < k, "<=": x <= k, ">": x > k, ">=": x >= k, "==": x == k}[op]
 
 
+# ------------------------------------------------------------- static traffic, used ports
+def xy_path(mesh: MeshShape, src: int, dst: int) -> list[tuple[int, Port]]:
+    """Links ``(node, output port)`` from ``src`` to ``dst`` as the routers route them: along
+    the row, then along the column; from a partial last row to a row above, one hop north
+    first (the lift)."""
+    (r, c), (dr, dc) = mesh.position(src), mesh.position(dst)
+    hops = []
+    if mesh.partial and r == mesh.rows - 1 and dr < r:
+        hops.append((mesh.node(r, c), Port.N))
+        r -= 1
+    while c != dc:
+        step = 1 if dc > c else -1
+        hops.append((mesh.node(r, c), Port.E if step > 0 else Port.W))
+        c += step
+    while r != dr:
+        step = 1 if dr > r else -1
+        hops.append((mesh.node(r, c), Port.S if step > 0 else Port.N))
+        r += step
+    return hops
+
+
+def tree_links(mesh: MeshShape, src: int, dsts) -> set[tuple[int, Port]]:
+    """The multicast tree: the union of the XY paths to every destination."""
+    links = set()
+    for d in dsts:
+        links.update(xy_path(mesh, src, d))
+    return links
+
+
+@dataclass(frozen=True)
+class UsedPorts:
+    """The ports of one plane router that a static traffic pattern uses: ``ins`` among
+    ``Port.INJECT, N, E, S, W`` (where flits come from), ``outs`` among ``Port.EJECT, N, E,
+    S, W`` (where they go). A router built with them (``PlaneRouter(used=...)``) has no
+    input, output register or bus leg for the others."""
+
+    ins: frozenset
+    outs: frozenset
+
+
+_OPPOSITE = {Port.N: Port.S, Port.S: Port.N, Port.E: Port.W, Port.W: Port.E}
+_STEP = {Port.N: (-1, 0), Port.S: (1, 0), Port.E: (0, 1), Port.W: (0, -1)}
+
+
+def used_ports(mesh: MeshShape, flows) -> list[UsedPorts]:
+    """Per node, the ports that the flows ``[(source, [destinations]), ...]`` use (unicast:
+    one destination; multicast: the range's cores), routed by :func:`tree_links`."""
+    ins = [set() for _ in range(mesh.nodes)]
+    outs = [set() for _ in range(mesh.nodes)]
+    for src, dsts in flows:
+        dsts = list(dsts)
+        if not dsts:
+            continue
+        ins[src].add(Port.INJECT)
+        for d in dsts:
+            outs[d].add(Port.EJECT)
+        for node, port in tree_links(mesh, src, dsts):
+            outs[node].add(port)
+            r, c = mesh.position(node)
+            dr, dc = _STEP[port]
+            ins[mesh.node(r + dr, c + dc)].add(_OPPOSITE[port])
+    return [UsedPorts(frozenset(i), frozenset(o)) for i, o in zip(ins, outs)]
+
+
 # -------------------------------------------------------------------------- one plane
 class PlaneRouter(wiring.Component):
     """The router of one plane at one mesh position (see the module docstring).
@@ -288,10 +353,16 @@ class PlaneRouter(wiring.Component):
     north, ...), ``n_out``/``e_out``/``s_out``/``w_out`` (Out, to it); ``ctr_addr`` (In,
     ``port * 2 + kind``), ``ctr_data`` (Out). Ports toward a missing neighbour
     exist but are never used (tie their inputs to 0).
+
+    ``used`` (:class:`UsedPorts`, from :func:`used_ports`): a router for a known traffic
+    pattern (the chip's, where every flow is fixed at elaboration) builds only those inputs
+    and outputs; the others stay as ports that nothing drives (``ready``/``valid`` 0). A
+    flit that routes to a missing output loses that branch, so ``used`` must cover every
+    flow (the chip's tests check every message).
     """
 
     def __init__(self, mesh: MeshShape, node: int, payload, *, multicast: bool = False,
-                 counters: bool = True, counter_bits: int = 32):
+                 counters: bool = True, counter_bits: int = 32, used: "UsedPorts | None" = None):
         if not isinstance(mesh, MeshShape):
             raise TypeError(f"PlaneRouter: mesh must be a MeshShape, got {type(mesh).__name__}")
         self.mesh = mesh
@@ -301,6 +372,9 @@ class PlaneRouter(wiring.Component):
         self.multicast = bool(multicast)
         self.counters = bool(counters)
         self.counter_bits = _posint("PlaneRouter", "counter_bits", counter_bits)
+        if used is not None and not isinstance(used, UsedPorts):
+            raise TypeError(f"PlaneRouter: used must be UsedPorts, got {type(used).__name__}")
+        self.used = used
         try:
             Shape.cast(payload)
         except TypeError as e:
@@ -423,6 +497,13 @@ class PlaneRouter(wiring.Component):
         has = {"n": r > 0, "s": mesh.exists(r + 1, c), "w": c > 0, "e": mesh.exists(r, c + 1)}
         out_exists = [True, has["n"], has["e"], has["s"], has["w"]]
         out_ports = [self.eject, self.n_out, self.e_out, self.s_out, self.w_out]
+        has_in = dict(has, l=True)
+        if self.used is not None:
+            u = self.used
+            for k, p in enumerate((Port.EJECT, Port.N, Port.E, Port.S, Port.W)):
+                out_exists[k] = out_exists[k] and p in u.outs
+            for d, p in (("l", Port.INJECT), ("n", Port.N), ("e", Port.E), ("s", Port.S), ("w", Port.W)):
+                has_in[d] = has_in[d] and p in u.ins
 
         # ---------------------------------------------------------------- inputs
         inj_flit = Signal(flit_shape)
@@ -431,12 +512,16 @@ class PlaneRouter(wiring.Component):
         if self.multicast:
             lo, hi = self.inject.payload.dst.lo, self.inject.payload.dst.hi
             m.d.comb += [inj_flit.one.eq(lo.row == hi.row), inj_flit.two.eq(hi.row == lo.row + 1)]
-        inputs = [("L", self.inject, inj_flit)]
+        inputs = [("L", self.inject, inj_flit)] if has_in["l"] else []
         for d, kind in (("n", "N"), ("e", "E"), ("s", "S"), ("w", "W")):
-            if has[d]:
+            if has_in[d]:
                 port = getattr(self, f"{d}_in")
                 inputs.append((kind, port, port.payload))
         n = len(inputs)
+        if n == 0:                     # a plane no flow crosses here: nothing to build
+            if self.counters:
+                m.d.comb += self.ctr_data.eq(0)
+            return m
 
         # ---------------------------------------------------------------- output registers
         o_valid = [Signal(name=f"o{k}_valid") for k in range(5)]
@@ -522,7 +607,7 @@ class PlaneRouter(wiring.Component):
 
         # lift bit of each output (docs/noc.md): N gets it on injection in a partial last
         # row, E/W keep it along the row above; everything else clears it
-        lift_n = x_grant[0] if (mesh.partial and r == R - 1) else Const(0, 1)
+        lift_n = x_grant[0] if (mesh.partial and r == R - 1 and has_in["l"]) else Const(0, 1)
         lift_ew = bus_flit.lift if (mesh.partial and r == R - 2) else Const(0, 1)
         lift_of = [Const(0, 1), lift_n, lift_ew, Const(0, 1), lift_ew]
 
@@ -545,7 +630,7 @@ class PlaneRouter(wiring.Component):
         cnt = [Signal(self.counter_bits, name=f"ctr{j}") for j in range(COUNTERS_PER_PLANE)]
         watched = {Port.INJECT: self.inject, Port.EJECT: self.eject}
         for p, d in ((Port.N, "n"), (Port.E, "e"), (Port.S, "s"), (Port.W, "w")):
-            if has[d]:
+            if out_exists[_LINKS.index(d) + 1]:
                 watched[p] = getattr(self, f"{d}_out")
         for p, s in watched.items():
             f_idx = counter_index(0, p, CounterKind.FLITS)
@@ -578,11 +663,12 @@ class Router(wiring.Component):
 
     Ports, per plane ``p`` (``spike``, ``error``, ``host``): ``p_inject``, ``p_eject``,
     ``p_n_in`` ... ``p_w_out`` as in :class:`PlaneRouter`; one counter read port
-    ``ctr_addr`` (:func:`counter_index`) -> ``ctr_data``.
+    ``ctr_addr`` (:func:`counter_index`) -> ``ctr_data``. ``used``: optional
+    ``{plane name: UsedPorts}`` (:class:`PlaneRouter`).
     """
 
     def __init__(self, mesh: MeshShape, node: int, planes=DEFAULT_PLANES, *,
-                 counters: bool = True, counter_bits: int = 32):
+                 counters: bool = True, counter_bits: int = 32, used: dict | None = None):
         if not isinstance(mesh, MeshShape):
             raise TypeError(f"Router: mesh must be a MeshShape, got {type(mesh).__name__}")
         mesh.position(node)
@@ -590,6 +676,7 @@ class Router(wiring.Component):
         self.planes = _check_planes("Router", planes)
         self.counters = bool(counters)
         self.counter_bits = _posint("Router", "counter_bits", counter_bits)
+        self.used = dict(used or {})
         members = {}
         for spec in self.planes:
             members.update(_plane_ports(spec, mesh))
@@ -602,7 +689,8 @@ class Router(wiring.Component):
         datas = []
         for k, spec in enumerate(self.planes):
             pr = PlaneRouter(self.mesh, self.node, spec.payload, multicast=spec.multicast,
-                             counters=self.counters, counter_bits=self.counter_bits)
+                             counters=self.counters, counter_bits=self.counter_bits,
+                             used=self.used.get(spec.name))
             m.submodules[spec.name] = pr
             p = spec.name
             wiring.connect(m, wiring.flipped(getattr(self, f"{p}_inject")), pr.inject)
@@ -625,10 +713,13 @@ class Mesh(wiring.Component):
     Ports, per plane ``p``: ``p_inject`` (In, array of ``nodes`` streams of
     :func:`inject_layout`) and ``p_eject`` (Out, array of payload streams), element ``k``
     being core ``k``'s local port; counters: ``ctr_node``, ``ctr_addr`` -> ``ctr_data``.
+    ``flows``: optional ``{plane name: [(source, [destinations]), ...]}``, the plane's whole
+    traffic when it is fixed at elaboration (the chip's): each router then has only the
+    ports those flows use (:func:`used_ports`).
     """
 
     def __init__(self, mesh: MeshShape, planes=DEFAULT_PLANES, *, counters: bool = True,
-                 counter_bits: int = 32):
+                 counter_bits: int = 32, flows: dict | None = None):
         if not isinstance(mesh, MeshShape):
             raise TypeError(f"Mesh: mesh must be a MeshShape, got {type(mesh).__name__}")
         self.mesh = mesh
@@ -645,9 +736,11 @@ class Mesh(wiring.Component):
         members["ctr_addr"] = In(unsigned(_ubits(PLANE_STRIDE * len(self.planes))))
         members["ctr_data"] = Out(unsigned(self.counter_bits))
         super().__init__(members)
+        used = {p: used_ports(mesh, f) for p, f in (flows or {}).items()}
         #: The routers, core k's at index k (a testbench or the chip top may watch their links).
         self.routers = [Router(mesh, k, self.planes, counters=self.counters,
-                               counter_bits=self.counter_bits) for k in range(mesh.nodes)]
+                               counter_bits=self.counter_bits,
+                               used={p: u[k] for p, u in used.items()}) for k in range(mesh.nodes)]
 
     def elaborate(self, platform):
         m = Module()
