@@ -522,3 +522,40 @@ def test_noc_parameters():
     # the counter map: plane-major, 16 per plane, port * 2 + kind
     assert counter_index(1, Port.EJECT, CounterKind.STALLS) == 16 + 3
     assert COUNTERS_PER_PLANE == 12
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 2, 4), (3, 3, 7), (4, 5, 20), (6, 6, 32)])
+def test_used_ports(shape):
+    """``used_ports``: every path ends at its destination, an output toward a neighbour
+    always pairs with that neighbour's input, and all-to-all traffic uses every port a
+    router has (so ``Mesh(flows=)`` with every flow builds the generic router)."""
+    from spikeforge.rtl.noc import used_ports, xy_path
+
+    mesh = MeshShape(*shape)
+    n = mesh.nodes
+    step = {Port.N: (-1, 0), Port.S: (1, 0), Port.E: (0, 1), Port.W: (0, -1)}
+    back = {Port.N: Port.S, Port.S: Port.N, Port.E: Port.W, Port.W: Port.E}
+    for s in range(n):
+        for d in range(n):
+            at = mesh.position(s)
+            for node, port in xy_path(mesh, s, d):
+                assert mesh.position(node) == at, (s, d)
+                at = (at[0] + step[port][0], at[1] + step[port][1])
+                assert mesh.exists(*at), (s, d, at)
+            assert at == mesh.position(d), (s, d)
+    rng = random.Random(shape[2])
+    flows = [(rng.randrange(n), list(range(lo, rng.randrange(lo, n) + 1)))
+             for lo in (rng.randrange(n) for _ in range(3 * n))]
+    used = used_ports(mesh, flows)
+    for k, u in enumerate(used):
+        r, c = mesh.position(k)
+        for p in (Port.N, Port.E, Port.S, Port.W):
+            if p in u.outs:
+                nb = mesh.node(r + step[p][0], c + step[p][1])
+                assert back[p] in used[nb].ins, (k, p)
+    full = used_ports(mesh, [(s, [d]) for s in range(n) for d in range(n)])
+    for k, u in enumerate(full):
+        r, c = mesh.position(k)
+        links = {p for p in (Port.N, Port.E, Port.S, Port.W)
+                 if mesh.exists(r + step[p][0], c + step[p][1]) and 0 <= r + step[p][0]}
+        assert u.outs == {Port.EJECT} | links and u.ins == {Port.INJECT} | links, (k, u, links)
