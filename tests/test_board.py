@@ -235,3 +235,23 @@ def test_build_small_chip(tmp_path):
     assert f.returncode == 0 and "-b ulx3s -m" in f.stdout, f.stderr
     assert_user_error(run("flash", "--board", "ulx3s-85f", "--dry-run", str(bit)),
                       "built for LFE5U-25F")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board, preset, cores", [("ulx3s-85f", "trainer-20core", 20),
+                                                  ("ulx3s-45f", "federated-worker", 5)])
+def test_preset_fits_its_board(tmp_path, board, preset, cores):
+    """Resource budget of the board presets (synthesis counts are deterministic): the whole
+    chip in its board top, synthesised flattened (what nextpnr places), within the device
+    with the routers as the chip builds them. The 20-core chip takes about 20 minutes."""
+    out = tmp_path / "b"
+    r = run("build", "--board", board, "--synth-only", "-o", str(out), "-q", timeout=3600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    c, avail = rep["chip"], rep["available"]
+    assert rep["config"]["name"] == preset and c["n_cores"] == cores
+    print({k: f"{c['resources'][k]} / {avail[k]}" for k in RESOURCE_KEYS})
+    for k in RESOURCE_KEYS:
+        assert c["resources"][k] <= avail[k], (k, c["resources"][k], avail[k])
+    # LUT4 sites with room for nextpnr's packing (it adds about 6 % on the 20-core chip)
+    assert c["resources"]["comb"] <= 0.85 * avail["comb"], c["resources"]["comb"]

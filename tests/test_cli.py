@@ -14,11 +14,11 @@ import yaml
 from spikeforge.gen.config import PRESETS, Config, config_from_dict, load_config
 
 
-def run(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+def run(*args: str, cwd=None, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "spikeforge.gen.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=e, timeout=600)
+                          text=True, cwd=cwd, env=e, timeout=timeout)
 
 
 def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
