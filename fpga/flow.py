@@ -36,7 +36,7 @@ from .tools import run_tool, tool_env
 __all__ = ["core_for_build", "FlowError", "DoesNotFit", "TimingMissed", "build_core",
            "weight_bits_bound", "memory_bits_available", "check_fit",
            "build_cores", "synth_resources", "module_breakdown", "LUTRAM_SITES_PER_DPR16X4",
-           "build_chip", "chip_units", "chip_weight_bits", "CHIP_TOP", "SYNTH_OPTIONS"]
+           "build_chip", "chip_units", "chip_weight_bits", "CHIP_TOP", "SYNTH_OPTIONS", "CHIP_PNR_OPTIONS"]
 
 #: Extra ``synth_<family>`` options of every build. ECP5: ``-nowidelut`` maps to LUT4s
 #: only. Without it Yosys builds 5- to 7-input functions from LUT4 pairs and PFU muxes and
@@ -45,6 +45,12 @@ __all__ = ["core_for_build", "FlowError", "DoesNotFit", "TimingMissed", "build_c
 #: 85.7 MHz), a router 1,041 -> 839 (113.6 -> 100.1 MHz); area is what the 20-core chip
 #: lacks. iCE40: ``-dsp`` maps multipliers to the SB_MAC16s.
 SYNTH_OPTIONS = {"ecp5": "-nowidelut", "ice40": "-dsp"}
+
+#: Extra nextpnr-ecp5 options of a whole-chip build. ``router2``: on the 20-core chip
+#: (71k LUT4 sites, 84 % of the 85F) nextpnr's default router1 still had 296,000 arcs to
+#: route after 45,000 iterations (25 minutes) and was making no headway; router2
+#: (congestion-negotiated, whole nets at a time) routes it (docs/fpga.md).
+CHIP_PNR_OPTIONS = ("--router", "router2")
 
 #: LUT4 sites one TRELLIS_DPR16X4 (16x4 LUT-RAM) occupies as nextpnr packs it: 4 "RAM LUTs"
 #: plus 2 "RAMW LUTs" (nextpnr-ecp5's utilisation log). Used for synthesis-only estimates.
@@ -420,7 +426,7 @@ def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
     argv = [env["NEXTPNR_ECP5"], *board.nextpnr_args(), "--speed", str(platform.speed),
             "--json", "netlist.json", "--lpf", f"{CHIP_TOP}.lpf", "--textcfg", f"{CHIP_TOP}.config",
             "--freq", f"{target_mhz:g}", "--timing-allow-fail", "--report", "pnr.json",
-            "-q", "-l", "pnr.log"]
+            *CHIP_PNR_OPTIONS, "-q", "-l", "pnr.log"]
     for f in ("pnr.json", f"{CHIP_TOP}.config", f"{CHIP_TOP}.bit"):
         (outdir / f).unlink(missing_ok=True)
     r = run_tool(argv, outdir / "pnr.out", outdir, env, step.tick)
