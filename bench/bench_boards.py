@@ -7,9 +7,10 @@
 For each core count the config's network is mapped onto that many cores (the smallest
 ``hardware.max_neurons`` that maps it; a count too small for the network is a row that says
 so) and built with ``spikeforge build --target chip`` -- the board top, the whole chip,
-placed and routed with the board's pins (``--synth-only``: Yosys estimates, no fmax; a
-finished build in ``DIR/<cores>/report.json`` of the same config is reused). Printed per
-count: LUT4 sites, FF, DP16KD, MULT18 (used and % of the device) and fmax; then the
+placed and routed with the board's pins (``--synth-only``: Yosys estimates marked ``~``,
+no fmax, throughput at the target clock). A finished build in ``DIR/<cores>/report.json``
+of the same config is reused (a placed and routed one also under ``--synth-only``): a
+20-core build takes about 45 minutes. Printed per count: LUT4 sites, FF, DP16KD, MULT18 (used and % of the device) and fmax; then the
 training throughput at that fmax: cycles per sample from the chip's perf model
 (``model.perf.chip_sample_cycles``) on ``--samples`` real training samples, the host link's
 time per sample (the exact ``train`` request and reply frames at the config's baud, 8N1, one
@@ -179,8 +180,10 @@ def main(argv=None) -> int:
 
         def pct(k):
             return f" ({100 * res[k] / avail[k]:.0f} %)" if avail and avail.get(k) else ""
+        # a synthesis-only row: Yosys estimates (~), throughput at the target clock
+        est = "~" if rep["chip"]["estimated"] else ""
         fm = f"{fmax:.1f}" if fmax else f"({args.target_mhz:g})"
-        print(f"| {n} | {cfg.hardware.max_neurons} | {res['comb']:,}{pct('comb')} | {res['ff']:,}{pct('ff')} | "
+        print(f"| {n} | {cfg.hardware.max_neurons} | {est}{res['comb']:,}{pct('comb')} | {est}{res['ff']:,}{pct('ff')} | "
               f"{res['ebr']}{pct('ebr')} | {res['dsp']}{pct('dsp')} | {fm} | {cyc:,.0f} | {chip_sps:,.0f} | "
               f"{board_sps:,.0f} | {chip_sps / cpu[1]:.1f}x | {chip_sps / cpu[best_b]:.1f}x |", flush=True)
         rows.append({"cores": n, "max_neurons": cfg.hardware.max_neurons, "resources": res, "fmax_mhz": fmax,
