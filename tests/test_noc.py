@@ -94,6 +94,8 @@ class MeshHarness(wiring.Component):
 
 
 _LINK_PORTS = (Port.N, Port.E, Port.S, Port.W)
+#: (row, column) step of a link port, written out here (not rtl/noc.py's) as the tests' reference
+_STEP = {Port.N: (-1, 0), Port.S: (1, 0), Port.E: (0, 1), Port.W: (0, -1)}
 
 
 # ------------------------------------------------------------------ reference routes
@@ -391,7 +393,7 @@ def busiest(mesh, ps) -> int:
                 for node, port in tree_links(mesh, src, dsts):
                     links[(node, port)] += 1
                     r, c = mesh.position(node)
-                    dr, dc = {Port.N: (-1, 0), Port.S: (1, 0), Port.E: (0, 1), Port.W: (0, -1)}[port]
+                    dr, dc = _STEP[port]
                     visits[mesh.node(r + dr, c + dc)] += 1
         worst = max([worst, *(2 * v for v in links.values()), *(2 * v for v in inj.values()),
                      *(2 * v for v in ej.values()), *visits.values()])
@@ -533,7 +535,7 @@ def test_used_ports(shape):
 
     mesh = MeshShape(*shape)
     n = mesh.nodes
-    step = {Port.N: (-1, 0), Port.S: (1, 0), Port.E: (0, 1), Port.W: (0, -1)}
+    step = _STEP
     back = {Port.N: Port.S, Port.S: Port.N, Port.E: Port.W, Port.W: Port.E}
     for s in range(n):
         for d in range(n):
