@@ -33,8 +33,8 @@ then waits for every response).
 
 from __future__ import annotations
 
-from amaranth.hdl import (Array, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal,
-                          Value, signed, unsigned)
+from amaranth.hdl import (Array, ClockDomain, ClockSignal, Const, DomainRenamer, Instance, Module,
+                          Mux, ResetSignal, Shape, Signal, Value, signed, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -47,7 +47,7 @@ from .interfaces import (IDX_BITS, Op, Phase, Status, ds_layout, err_layout, eve
 from .noc import Mesh, MeshShape, MessageClass, PlaneSpec, inject_layout
 from .wg import inplace
 
-__all__ = ["Chip", "core_module_name", "core_instance", "chip_planes", "chip_flows", "chip_cmd_layout", "chip_rsp_layout", "chip_event_layout",
+__all__ = ["Chip", "core_module_name", "core_instance", "core_domain", "RESET_STAGES", "chip_planes", "chip_flows", "chip_cmd_layout", "chip_rsp_layout", "chip_event_layout",
            "chip_error_width", "BITMAP_WORD", "MON_KINDS"]
 
 #: The chip's monitor kinds per core, in ``mon_valid`` bit order.
@@ -55,6 +55,35 @@ MON_KINDS = ("spk", "err", "ev", "ds", "w")
 
 #: Bits per word of a :class:`SpikeMerge` bitmap (the scan skips a zero word in one read).
 BITMAP_WORD = 16
+
+#: Registers between the chip's ``sync`` reset and each core's local reset (see
+#: :func:`local_resets`): a core, its adapters and its router leave reset this many cycles
+#: after the chip's ``sync`` domain.
+RESET_STAGES = 2
+
+
+def core_domain(k: int) -> str:
+    """The clock domain of core ``k``, its adapters and its router: ``sync``'s clock, its
+    own reset (:func:`local_resets`)."""
+    return f"core{k}_sync"
+
+
+def local_resets(m, n: int) -> None:
+    """One reset per core, :data:`RESET_STAGES` registers after ``sync``'s: a core's few
+    thousand flip-flops then take their reset from a register the placer puts beside them,
+    not from one net to every flip-flop of the chip (on the 20-core chip that net, 40,000
+    loads, was the limiting path at 45 MHz: 22 ns). ``keep`` makes the FPGA flow keep the
+    per-core registers apart (yosys merges identical flip-flops)."""
+    for k in range(n):
+        name = core_domain(k)
+        cd = ClockDomain(name, local=True)
+        m.domains += cd
+        prev = ResetSignal("sync")
+        for i in range(RESET_STAGES):
+            r = Signal(init=1, reset_less=True, name=f"{name}_rst{i}", attrs={"keep": 1})
+            m.d.sync += r.eq(prev)
+            prev = r
+        m.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(prev)]
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -148,22 +177,38 @@ def _range(mesh: MeshShape, first: int, last: int) -> int:
 
 
 class _OutReg:
-    """An output register in front of a stream (``valid`` and the payload view ``data``):
-    write ``data`` fields and call :meth:`load` when ``free``."""
+    """A two-entry output stage (a skid buffer) in front of a stream: when ``free``, set the
+    fields of ``data`` (comb) and call :meth:`load`; the word goes out in the next cycle.
+
+    ``free`` is a register (the second entry is empty), so the NoC's ``ready`` never reaches
+    the producer combinationally. With one register it did: a router's route decode of the
+    held flit -> its inject ``ready`` -> the adapter -> the core's stall -> a weight block
+    RAM's address was the 20-core chip's critical path (20.4 ns). Throughput is unchanged
+    (one word a cycle when the NoC takes one)."""
 
     def __init__(self, m, out, layout):
-        self.valid = Signal()
+        # the word to load (comb); set every field in the branch that loads: a constant
+        # assigned outside any branch became an ``always @*`` of its own with no inputs,
+        # which Verilator never ran (the destination stayed 0)
         self.data = Signal(layout)
         self.free = Signal()
-        m.d.comb += [out.valid.eq(self.valid), out.payload.eq(self.data),
-                     self.free.eq(~self.valid | out.ready)]
-        with m.If(out.ready):
-            m.d.sync += self.valid.eq(0)
+        self._we = Signal()
+        a_valid, b_valid = Signal(), Signal()
+        a = Signal(layout, reset_less=True)      # drives ``out``
+        b = Signal(layout, reset_less=True)      # holds a word loaded while ``out`` stalled
+        m.d.comb += [out.valid.eq(a_valid), out.payload.eq(a), self.free.eq(~b_valid)]
+        with m.If(~a_valid | out.ready):
+            with m.If(b_valid):
+                m.d.sync += [a.eq(b), a_valid.eq(1), b_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [a.eq(self.data), a_valid.eq(self._we)]
+        with m.Elif(self._we):
+            m.d.sync += [b.eq(self.data), b_valid.eq(1)]
 
     def load(self, m, **fields):
-        m.d.sync += self.valid.eq(1)
+        m.d.comb += self._we.eq(1)
         for k, v in fields.items():
-            m.d.sync += getattr(self.data, k).eq(v)
+            m.d.comb += getattr(self.data, k).eq(v)
 
 
 # --------------------------------------------------------------------------- adapters
@@ -200,15 +245,14 @@ class SpikeSource(wiring.Component):
         w = self.spikes.payload
         take_mark = due & ~(self.spikes.valid & (w.t == sent))
         m.d.comb += self.spikes.ready.eq(o.free & ~take_mark)
-        m.d.sync += o.data.dst.eq(self.dst)
         with m.If(o.free):
             with m.If(take_mark):
-                o.load(m)
-                m.d.sync += [o.data.payload.t.eq(sent), o.data.payload.blk.eq(0),
+                o.load(m, dst=self.dst)
+                m.d.comb += [o.data.payload.t.eq(sent), o.data.payload.blk.eq(0),
                              o.data.payload.spikes.eq(0), o.data.payload.mark.eq(1)]
             with m.Elif(self.spikes.valid):
-                o.load(m)
-                m.d.sync += [o.data.payload.t.eq(w.t), o.data.payload.blk.eq(w.b + self.blk0),
+                o.load(m, dst=self.dst)
+                m.d.comb += [o.data.payload.t.eq(w.t), o.data.payload.blk.eq(w.b + self.blk0),
                              o.data.payload.spikes.eq(w.spikes), o.data.payload.mark.eq(0)]
         nd = Mux(self.step, done + 1, done)
         ns = Mux(o.free & take_mark, sent + 1, sent)
@@ -244,12 +288,12 @@ class InputSource(wiring.Component):
         o = _OutReg(m, self.inject, self.layout)
         cur = Signal(range(T + 1))       # the timestep being filled; markers sent below it
         ev = self.ev.payload
-        m.d.sync += o.data.dst.eq(self.dst)
 
         def mark():
-            o.load(m)
-            m.d.sync += [o.data.payload.t.eq(cur), o.data.payload.blk.eq(0),
-                         o.data.payload.spikes.eq(0), o.data.payload.mark.eq(1), cur.eq(cur + 1)]
+            o.load(m, dst=self.dst)
+            m.d.comb += [o.data.payload.t.eq(cur), o.data.payload.blk.eq(0),
+                         o.data.payload.spikes.eq(0), o.data.payload.mark.eq(1)]
+            m.d.sync += cur.eq(cur + 1)
 
         with m.If(o.free & self.ev.valid):
             with m.If(ev.end):
@@ -260,8 +304,8 @@ class InputSource(wiring.Component):
                     m.d.sync += cur.eq(0)
             with m.Elif((ev.t == cur) & (ev.j < n_in)):
                 m.d.comb += self.ev.ready.eq(1)
-                o.load(m)
-                m.d.sync += [o.data.payload.t.eq(ev.t), o.data.payload.blk.eq(ev.j >> lp),
+                o.load(m, dst=self.dst)
+                m.d.comb += [o.data.payload.t.eq(ev.t), o.data.payload.blk.eq(ev.j >> lp),
                              o.data.payload.spikes.eq(Const(1, P) << (ev.j[:lp] if lp else 0)),
                              o.data.payload.mark.eq(0)]
             with m.Elif((ev.t > cur) & (ev.t < T) & (cur < T)):
@@ -419,12 +463,13 @@ class ErrorSource(wiring.Component):
         with m.If(o.free):
             with m.If(self.err.valid):
                 o.load(m, dst=dst)
-                m.d.sync += [o.data.payload.t.eq(e.t), o.data.payload.jb.eq(e.jb),
+                m.d.comb += [o.data.payload.t.eq(e.t), o.data.payload.jb.eq(e.jb),
                              o.data.payload.end.eq(0)]
-                m.d.sync += [o.data.payload.e[q].eq(e.e[q]) for q in range(P)]
+                m.d.comb += [o.data.payload.e[q].eq(e.e[q]) for q in range(P)]
             with m.Elif(ends != 0):
                 o.load(m, dst=end_dst[nxt])
-                m.d.sync += [o.data.payload.end.eq(1), ends.eq(ends - 1),
+                m.d.comb += o.data.payload.end.eq(1)
+                m.d.sync += [ends.eq(ends - 1),
                              nxt.eq(Mux(nxt == n - 1, 0, nxt + 1))]
         with m.If(self.bwd_end):
             m.d.sync += ends.eq(n)
@@ -578,11 +623,11 @@ def core_module_name(pl) -> str:
     return f"spikeforge_core_l{pl.layer}_{pl.geom.n_in}x{pl.geom.n_neurons}"
 
 
-def core_instance(core: Core, name: str) -> Instance:
-    """An instance of Verilog module ``name`` (``core`` emitted on its own) bound to
-    ``core``'s port signals, which the chip wires as usual. The port names are those
-    ``gen/verilog.py`` gives a component's signature members."""
-    ports = {"i_clk": ClockSignal("sync"), "i_rst": ResetSignal("sync")}
+def core_instance(core: Core, name: str, domain: str = "sync") -> Instance:
+    """An instance of Verilog module ``name`` (``core`` emitted on its own) in ``domain``,
+    bound to ``core``'s port signals, which the chip wires as usual. The port names are
+    those ``gen/verilog.py`` gives a component's signature members."""
+    ports = {"i_clk": ClockSignal(domain), "i_rst": ResetSignal(domain)}
     for path, member, value in core.signature.flatten(core):
         value = Value.cast(value)
         if len(value):                     # a zero-width member is no Verilog port
@@ -622,7 +667,8 @@ class Chip(wiring.Component):
         self.mesh = MeshShape.from_chip(geometry)
         self.planes = chip_planes(cfg, geometry)
         n = len(geometry.cores)
-        self.noc = Mesh(self.mesh, self.planes, counters=True, flows=chip_flows(geometry))
+        self.noc = Mesh(self.mesh, self.planes, counters=True, flows=chip_flows(geometry),
+                        node_domains=[core_domain(k) for k in range(n)])
         members = {
             "cmd": In(stream.Signature(chip_cmd_layout(n))),
             "rsp": Out(stream.Signature(chip_rsp_layout(n))),
@@ -669,6 +715,7 @@ class Chip(wiring.Component):
         n = len(geo.cores)
         last_layer = len(cfg.network.layers) - 2
         hold = not inplace(cfg)
+        local_resets(m, n)
         m.submodules.noc = noc = self.noc
         m.d.comb += [noc.ctr_node.eq(self.ctr_node), noc.ctr_addr.eq(self.ctr_addr),
                      self.ctr_data.eq(noc.ctr_data)]
@@ -677,41 +724,44 @@ class Chip(wiring.Component):
         agents = []
         for pl, core in zip(geo.cores, self.cores):
             k, l = pl.core, pl.layer
-            m.submodules[f"core{k}"] = core_instance(core, core_module_name(pl)) if self.shared_cores else core
+            dom = core_domain(k)
+            local = DomainRenamer(dom)
+            m.submodules[f"core{k}"] = (core_instance(core, core_module_name(pl), dom)
+                                        if self.shared_cores else local(core))
             # forward: spikes to the next layer, the barrier in front of ev_in
             if l < last_layer:
                 src = SpikeSource(cfg, geo, k)
-                m.submodules[f"spk_src{k}"] = src
+                m.submodules[f"spk_src{k}"] = local(src)
                 wiring.connect(m, core.spikes_out, src.spikes)
                 m.d.comb += [src.step.eq(core.step), src.step_t.eq(core.step_t)]
                 spike_in[k].append(src.inject)
             else:
                 m.d.comb += core.spikes_out.ready.eq(1)
             merge = SpikeMerge(cfg, pl.geom, 1 if l == 0 else len(geo.layer_cores(l - 1)))
-            m.submodules[f"spk_merge{k}"] = merge
+            m.submodules[f"spk_merge{k}"] = local(merge)
             wiring.connect(m, noc.spike_eject[k], merge.flits)
             wiring.connect(m, merge.ev, core.ev_in)
             # backward: errors to the layer below, the reduction in front of ds_in
             if l > 0:
                 es = ErrorSource(cfg, geo, k)
-                m.submodules[f"err_src{k}"] = es
+                m.submodules[f"err_src{k}"] = local(es)
                 wiring.connect(m, core.err_out, es.err)
                 was_bwd = Signal(name=f"was_bwd{k}")
-                m.d.sync += was_bwd.eq(core.phase == Phase.BWD)
+                m.d[dom] += was_bwd.eq(core.phase == Phase.BWD)
                 m.d.comb += es.bwd_end.eq(was_bwd & (core.phase != Phase.BWD))
                 wiring.connect(m, es.inject, noc.error_inject[k])
             else:
                 m.d.comb += [core.err_out.ready.eq(1), noc.error_inject[k].valid.eq(0)]
             if l < last_layer:
                 red = ErrorReduce(cfg, pl.geom, len(geo.layer_cores(l + 1)), pl.offset // cfg.hardware.lanes)
-                m.submodules[f"err_red{k}"] = red
+                m.submodules[f"err_red{k}"] = local(red)
                 wiring.connect(m, noc.error_eject[k], red.flits)
                 wiring.connect(m, red.ds, core.ds_in)
             else:
                 m.d.comb += noc.error_eject[k].ready.eq(1)
             # host: the command agent
             ag = HostAgent(geo, k, hold)
-            m.submodules[f"agent{k}"] = ag
+            m.submodules[f"agent{k}"] = local(ag)
             agents.append(ag)
             wiring.connect(m, ag.cmd, core.cmd)
             wiring.connect(m, core.rsp, ag.rsp)

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -715,14 +715,19 @@ class Mesh(wiring.Component):
     being core ``k``'s local port; counters: ``ctr_node``, ``ctr_addr`` -> ``ctr_data``.
     ``flows``: optional ``{plane name: [(source, [destinations]), ...]}``, the plane's whole
     traffic when it is fixed at elaboration (the chip's): each router then has only the
-    ports those flows use (:func:`used_ports`).
+    ports those flows use (:func:`used_ports`). ``node_domains``: optional clock domain of
+    each router, by node (the chip's per-core local resets), else ``sync``.
     """
 
     def __init__(self, mesh: MeshShape, planes=DEFAULT_PLANES, *, counters: bool = True,
-                 counter_bits: int = 32, flows: dict | None = None):
+                 counter_bits: int = 32, flows: dict | None = None,
+                 node_domains: list[str] | None = None):
         if not isinstance(mesh, MeshShape):
             raise TypeError(f"Mesh: mesh must be a MeshShape, got {type(mesh).__name__}")
+        if node_domains is not None and len(node_domains) != mesh.nodes:
+            raise ValueError(f"Mesh: {len(node_domains)} node_domains for {mesh.nodes} nodes")
         self.mesh = mesh
+        self.node_domains = list(node_domains) if node_domains is not None else None
         self.planes = _check_planes("Mesh", planes)
         self.counters = bool(counters)
         self.counter_bits = _posint("Mesh", "counter_bits", counter_bits)
@@ -747,7 +752,8 @@ class Mesh(wiring.Component):
         mesh = self.mesh
         routers = self.routers
         for k, rt in enumerate(routers):
-            m.submodules[f"r{k}"] = rt
+            dom = self.node_domains[k] if self.node_domains else "sync"
+            m.submodules[f"r{k}"] = rt if dom == "sync" else DomainRenamer(dom)(rt)
         for k, rt in enumerate(routers):
             row, col = mesh.position(k)
             for spec in self.planes:
