@@ -44,6 +44,16 @@ def _cores(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= v < 2 ** 31:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..{2 ** 31 - 1}, got {v}")
+    return v
+
+
 def add_build_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``build`` to the ``spikeforge`` subparsers; returns it."""
     from .boards import BOARDS
@@ -74,6 +84,10 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--target-mhz", type=_mhz, default=100.0, metavar="MHZ",
                    help="clock of the chip (the PLL's output with --target chip), nextpnr's "
                         "constraint and the timing verdict (default 100)")
+    b.add_argument("--seed", type=_seed, default=None, metavar="N",
+                   help="nextpnr's placement seed (default: nextpnr's own); another seed is "
+                        "another placement: try one when routing does not converge or "
+                        "timing just misses")
     b.add_argument("--allow-slow", action="store_true",
                    help="exit 0 even when fmax is below the target (still reported)")
     b.add_argument("--synth-only", action="store_true",
@@ -247,7 +261,8 @@ def _build_cores(args, cfg, config_name, board, kinds, outdir, env, progress, ou
 
     def run(step):
         return [build_core(cfg, name, geom, board, outdir / name, target_mhz=args.target_mhz,
-                           synth_only=args.synth_only, step=step, env=env) for name, geom in kinds]
+                           synth_only=args.synth_only, step=step, env=env, seed=args.seed)
+                for name, geom in kinds]
 
     cores = _run_steps(progress, run)
     if cores is None:
@@ -275,7 +290,7 @@ def _build_chip(args, cfg, config_name, board, outdir, env, progress, out) -> in
     t0 = time.monotonic()
     entry = _run_steps(progress, lambda step: build_chip(
         cfg, board, outdir, target_mhz=args.target_mhz, synth_only=args.synth_only, step=step,
-        env=env))
+        env=env, seed=args.seed))
     if entry is None:
         return 1
     rep = chip_report(cfg, board, entry, target_mhz=args.target_mhz, seconds=time.monotonic() - t0,

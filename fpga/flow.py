@@ -36,7 +36,7 @@ from .tools import run_tool, tool_env
 __all__ = ["core_for_build", "FlowError", "DoesNotFit", "TimingMissed", "build_core",
            "weight_bits_bound", "memory_bits_available", "check_fit",
            "build_cores", "synth_resources", "module_breakdown", "LUTRAM_SITES_PER_DPR16X4",
-           "build_chip", "chip_units", "chip_weight_bits", "CHIP_TOP", "SYNTH_OPTIONS", "CHIP_PNR_OPTIONS"]
+           "build_chip", "chip_units", "chip_weight_bits", "CHIP_TOP", "SYNTH_OPTIONS", "CHIP_PNR_OPTIONS", "KEEP_FLOPS"]
 
 #: Extra ``synth_<family>`` options of every build. ECP5: ``-nowidelut`` maps to LUT4s
 #: only. Without it Yosys builds 5- to 7-input functions from LUT4 pairs and PFU muxes and
@@ -51,6 +51,12 @@ SYNTH_OPTIONS = {"ecp5": "-nowidelut", "ice40": "-dsp"}
 #: route after 45,000 iterations (25 minutes) and was making no headway; router2
 #: (congestion-negotiated, whole nets at a time) routes it (docs/fpga.md).
 CHIP_PNR_OPTIONS = ("--router", "router2")
+
+#: Yosys commands run on the design before ``synth_<family>``: a flip-flop whose signal has
+#: the ``keep`` attribute (Amaranth ``Signal(attrs={"keep": 1})``) keeps its cell. Yosys
+#: merges identical flip-flops, and would make the chip's per-core reset registers
+#: (``rtl/chip.py`` ``local_resets``) one again; ``keep`` on the wire alone does not stop it.
+KEEP_FLOPS = "proc; setattr -set keep 1 w:* a:keep %i %ci1:+$dff[Q] c:* %i"
 
 #: LUT4 sites one TRELLIS_DPR16X4 (16x4 LUT-RAM) occupies as nextpnr packs it: 4 "RAM LUTs"
 #: plus 2 "RAMW LUTs" (nextpnr-ecp5's utilisation log). Used for synthesis-only estimates.
@@ -88,6 +94,11 @@ class Step:
 
     start: object = lambda label: None
     tick: object = lambda: None
+
+
+def _seed_args(seed: int | None) -> list[str]:
+    """nextpnr's ``--seed`` when one was asked for."""
+    return [] if seed is None else ["--seed", str(seed)]
 
 
 def _first_error(log: Path) -> str:
@@ -227,7 +238,7 @@ def _synth_results(r, outdir: Path, what: str, top: str, family: str, board) -> 
 
 def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: float = 100.0,
                synth_only: bool = False, step: Step | None = None, env: dict | None = None,
-               verilog: str | None = None) -> dict:
+               verilog: str | None = None, seed: int | None = None) -> dict:
     """Build one core kind into ``outdir``; returns its ``cores`` entry of report.json.
 
     ``verilog``: the core's Verilog text (top module ``core``) made elsewhere, e.g. from
@@ -278,14 +289,15 @@ def build_core(cfg, name: str, geom, board: Board, outdir: Path, *, target_mhz: 
     entry = {"name": name, "n_in": geom.n_in, "n_neurons": geom.n_neurons,
              "timesteps": geom.timesteps, "lanes": geom.lanes, "output_layer": geom.output_layer,
              "estimated": synth_only, "resources": synth, "synth_resources": synth,
-             "fmax_mhz": None, "critical_path": None, "modules": modules, "seconds": seconds}
+             "fmax_mhz": None, "critical_path": None, "seed": seed, "modules": modules,
+             "seconds": seconds}
     if synth_only:
         return entry
 
     step.start(f"{name}: place and route (nextpnr-{family}, out of context)")
     pnr = "NEXTPNR_ICE40" if family == "ice40" else "NEXTPNR_ECP5"
     argv = [env[pnr], *board.nextpnr_args(), "--json", "netlist.json", "--freq", f"{target_mhz:g}",
-            "--report", "pnr.json", "-q", "-l", "pnr.log"]
+            "--report", "pnr.json", *_seed_args(seed), "-q", "-l", "pnr.log"]
     if family == "ecp5":
         argv.insert(1, "--out-of-context")
     report_file = outdir / "pnr.json"
@@ -357,7 +369,8 @@ def chip_units(modules: list[dict], n_cores: int) -> list[dict]:
 
 
 def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
-               synth_only: bool = False, step: Step | None = None, env: dict | None = None) -> dict:
+               synth_only: bool = False, step: Step | None = None, env: dict | None = None,
+               seed: int | None = None) -> dict:
     """Build the whole chip on ``board`` into ``outdir``: the board top (rtl/board.py, PLL
     to ``target_mhz``) synthesised, placed and routed with the board's pins, packed into
     ``top.bit``. Returns the ``chip`` entry of report.json. Raises ``ValueError`` for a board
@@ -395,9 +408,9 @@ def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
 
     step.start(f"synthesis (yosys synth_{family}, the whole chip)")
     opts = SYNTH_OPTIONS[family]
-    script = (f"read_rtlil {CHIP_TOP}.il; synth_{family} -noflatten {opts} -top {CHIP_TOP}; "
+    script = (f"read_rtlil {CHIP_TOP}.il; {KEEP_FLOPS}; synth_{family} -noflatten {opts} -top {CHIP_TOP}; "
               f"tee -q -o stat.json stat -json; design -reset; "
-              f"read_rtlil {CHIP_TOP}.il; synth_{family} {opts} -top {CHIP_TOP} -json netlist.json; "
+              f"read_rtlil {CHIP_TOP}.il; {KEEP_FLOPS}; synth_{family} {opts} -top {CHIP_TOP} -json netlist.json; "
               f"tee -q -o flat_stat.json stat -json")
     for f in ("stat.json", "flat_stat.json", "netlist.json"):
         (outdir / f).unlink(missing_ok=True)
@@ -418,7 +431,8 @@ def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
              "reset_button": top.reset_button, "leds": [list(x) for x in top.leds],
              "estimated": synth_only, "resources": synth, "synth_resources": synth,
              "fmax_mhz": None, "critical_path": None, "bitstream": None,
-             "units": chip_units(modules, len(geo.cores)), "modules": modules, "seconds": seconds}
+             "seed": seed, "units": chip_units(modules, len(geo.cores)), "modules": modules,
+             "seconds": seconds}
     if synth_only:
         return entry
 
@@ -426,7 +440,7 @@ def build_chip(cfg, board: Board, outdir: Path, *, target_mhz: float = 100.0,
     argv = [env["NEXTPNR_ECP5"], *board.nextpnr_args(), "--speed", str(platform.speed),
             "--json", "netlist.json", "--lpf", f"{CHIP_TOP}.lpf", "--textcfg", f"{CHIP_TOP}.config",
             "--freq", f"{target_mhz:g}", "--timing-allow-fail", "--report", "pnr.json",
-            *CHIP_PNR_OPTIONS, "-q", "-l", "pnr.log"]
+            *CHIP_PNR_OPTIONS, *_seed_args(seed), "-q", "-l", "pnr.log"]
     for f in ("pnr.json", f"{CHIP_TOP}.config", f"{CHIP_TOP}.bit"):
         (outdir / f).unlink(missing_ok=True)
     r = run_tool(argv, outdir / "pnr.out", outdir, env, step.tick)

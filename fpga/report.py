@@ -60,12 +60,19 @@ def _row(label: str, r: dict, avail: dict | None = None) -> str:
     return line
 
 
+def _entries(rep: dict) -> list[dict]:
+    """The built things of a report: the chip, or each core kind."""
+    return [rep["chip"]] if rep["target"] == "chip" else list(rep["cores"])
+
+
 def format_text(rep: dict) -> str:
     """report.txt: resources, fmax and critical path per core kind, then per module."""
     head = "".join(f"{k:>7}" for k in RESOURCE_KEYS)
     out = [f"spikeforge build --target {rep['target']}: board {rep['board']} ({rep['device']}, "
            f"{rep['package']}), config {rep['config']['name']} (digest {rep['config']['digest']})",
-           f"flow: {rep['flow']}; target {rep['target_mhz']:g} MHz; {rep['seconds']:.0f} s", ""]
+           f"flow: {rep['flow']}; target {rep['target_mhz']:g} MHz; {rep['seconds']:.0f} s"
+           + "".join(f"; nextpnr seed {s}" for s in {e.get("seed") for e in _entries(rep)} if s is not None),
+           ""]
     if rep["flow"].startswith("synthesis"):
         out.append("comb is an estimate: LUT4 + 2 per CCU2C + 6 per DPR16X4 (no fmax without "
                    "place and route)")

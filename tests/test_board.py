@@ -15,6 +15,7 @@ from spikeforge.fpga.boards import RESOURCE_KEYS
 from spikeforge.gen.config import Config, load_config
 from spikeforge.host import protocol as hp
 from spikeforge.rtl.board import F_VCO, PllConfig, ecp5_pll
+from spikeforge.rtl.chip import RESET_STAGES
 
 from .test_cli import assert_user_error, run
 
@@ -164,6 +165,8 @@ def test_build_chip_refusals(tmp_path):
     assert_user_error(r, "3.33 clock cycles per bit")
     r = run("build", "--board", "ulx3s-12f", "--config", str(cfg), "--cores", "99", "-o", str(out))
     assert_user_error(r, "--cores: 99 cores")
+    for bad in ("-1", "x", str(2 ** 31)):
+        assert_user_error(run("build", "--board", "ulx3s-85f", "--seed", bad, "-o", str(out)), "--seed")
     assert not (out / "report.json").exists()
 
 
@@ -190,7 +193,7 @@ def test_build_small_chip(tmp_path):
     out = tmp_path / "build"
     t0 = time.monotonic()
     r = run("build", "--board", "ulx3s-25f", "--config", str(cfg_file), "--target-mhz", "50",
-            "-o", str(out), "--allow-slow")
+            "--seed", "5", "-o", str(out), "--allow-slow")
     print(f"build: {time.monotonic() - t0:.0f} s")
     assert r.returncode == 0, r.stderr
     bit = out / "top.bit"
@@ -204,7 +207,7 @@ def test_build_small_chip(tmp_path):
     assert c["clock"]["pll_mhz"] == 50 and c["clock"]["board_mhz"] == 25
     assert c["uart"]["baud"] == 3_000_000 and c["uart"]["pins"] == {"rx": "M1", "tx": "L4"}
     assert c["bitstream"] == {"path": str(bit), "bytes": bit.stat().st_size}
-    assert 0 < c["fmax_mhz"] < 1000
+    assert 0 < c["fmax_mhz"] < 1000 and c["seed"] == 5
     cp = c["critical_path"]
     assert cp["from"] and cp["to"] and cp["ns"] > 0
     res, avail = c["resources"], rep["available"]
@@ -223,11 +226,17 @@ def test_build_small_chip(tmp_path):
         assert units[name]["resources"]["comb"] > 0, name
     for k in RESOURCE_KEYS:    # the parts add up to the hierarchical whole
         assert sum(u["resources"][k] for u in c["units"]) == c["modules"][0]["resources"][k], k
+    # each core's local reset is its own pair of flip-flops (fpga/flow.py KEEP_FLOPS: Yosys
+    # would merge them into one register driving the whole chip)
+    nets = json.loads((out / "netlist.json").read_text())["modules"]["top"]["netnames"]
+    rst = {k: nets[f"hostchip.chip.core{k}_sync_rst{RESET_STAGES - 1}"]["bits"] for k in (0, 1)}
+    assert rst[0] != rst[1], rst
+    assert sum(1 for n in nets if n.startswith("hostchip.chip.core") and "_sync_rst" in n) >= 2 * RESET_STAGES
     # the pins: nextpnr placed the UART and the clock where the LPF says
     lpf = (out / "top.lpf").read_text()
     assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in lpf and 'SITE "G2"' in lpf
     text = (out / "report.txt").read_text()
-    for s in ("fmax", "core0", "router1", "host interface", "top.bit", "PLL 50 MHz"):
+    for s in ("fmax", "core0", "router1", "host interface", "top.bit", "PLL 50 MHz", "nextpnr seed 5"):
         assert s in text, s
     assert "host interface" in r.stdout and "bitstream:" in r.stdout
     # spikeforge flash accepts it for this board (device in the header), not for another
