@@ -16,7 +16,8 @@ message checked against the model (sim/chip_tb.py: a mismatch stops the bench). 
   timestep barrier and the NoC), ``bwd wait``: of their backward phases waiting for the
   reduced error from above (from the cores' own phase and engine counters);
 * ``spike/err link``: flits per cycle on the busiest link of the spike and error planes;
-* ``cycles/s``: simulated cycles per second of wall time under the cocotb harness.
+* ``cycles/s``: simulated cycles per second of wall time under the cocotb harness;
+* per layer: when its last core answered, on the chip and in the perf model.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def one_core_cycles(cfg, x, labels, geo):
             alone.append({pl.core: perf.core_forward_cycles(
                 [int(v) for v in traces[pl.layer].x[s].sum(dim=1)], pl.geom.n_neurons, P, ip)
                 for pl in geo.cores})
-            est.append(perf.chip_sample_cycles(cfg, geo, traces, s)["total"])
+            est.append(perf.chip_sample_cycles(cfg, geo, traces, s))
             total = 0
             for l, tr in enumerate(traces):
                 n_in, n = tr.x.shape[2], tr.s.shape[2]
@@ -122,13 +123,20 @@ def main(argv=None) -> int:
         for plane in ("spike", "error"):
             busiest[plane] = max(v[0] for node in r["noc"][plane].values()
                                  for p, v in node.items() if p in ("n", "e", "s", "w")) / cyc
-        est = sum(chip_estimates) / len(chip_estimates)
+        est = sum(e["total"] for e in chip_estimates) / len(chip_estimates)
         rows.append((n, chip, one, est))
         print(f"| {n} | {geo.rows} x {geo.cols} | {chip:,.0f} | {est:,.0f} | {est / chip - 1:+.1%} | "
               f"{one:,.0f} | {one / chip:.2f}x | "
               f"{1 - busy / max(tot, 1):.0%} | {busiest['spike']:.3f} | {busiest['error']:.3f} | "
               f"{r['sim_cycles'] / r['wall_s']:,.0f} |")
         print(f"  (built and ran in {time.monotonic() - t0:.0f} s)", file=sys.stderr)
+        # where the model's error is: each layer's last response, chip against model
+        for l in range(len(sizes) - 1):
+            ks = [pl.core for pl in geo.layer_cores(l)]
+            rtl = sum(max(e[str(k)] for k in ks) for e in r["core_ends"]) / len(r["core_ends"])
+            mod = sum(max(e["cores"][k]["end"] for k in ks) for e in chip_estimates) / len(chip_estimates)
+            print(f"  layer {l} ({len(ks)} cores): done at {rtl:,.0f} cycles, model {mod:,.0f} "
+                  f"({mod / rtl - 1:+.1%})")
     if args.plot and len(rows) > 1:
         import matplotlib
         matplotlib.use("Agg")

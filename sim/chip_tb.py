@@ -52,6 +52,8 @@ class ChipTB:
         n = len(geo.cores)
         self.cmd_l, self.rsp_l, self.ev_l = chip_cmd_layout(n), chip_rsp_layout(n), chip_event_layout(cfg)
         self.responses: dict[int, deque] = defaultdict(deque)
+        self.answered: dict[int, int] = {}     # core -> cycle of its last response
+        self.run_ends: dict[int, int] = {}     # core -> its response to the last run, cycles after it began
         self.cycle = 0
         self.monitor = None               # called with the cycle number at every falling edge
         self.timeout = 2_000_000          # cycles to wait for a response
@@ -69,6 +71,7 @@ class ChipTB:
             if int(d.rsp__valid.value) and int(d.rsp__ready.value):
                 r = decode(self.rsp_l, d.rsp__payload.value)
                 self.responses[r["core"]].append((r["status"], r["data"]))
+                self.answered[r["core"]] = self.cycle
 
     async def _send(self, valid, payload_sig, ready_sig, value):
         payload_sig.value = value
@@ -152,12 +155,14 @@ class ChipTB:
     async def run(self, x, op="train_ds"):
         """One sample through every core: the run command to each core in layer order, the
         input events, then every core's response."""
+        c0 = self.cycle
         feeder = cocotb.start_soon(self.events(x))
         for pl in self.geo.cores:
             await self.send(pl.core, op)
         for pl in self.geo.cores:
             status, _ = await self.wait(pl.core)
             assert status == STATUS["ok"], f"core {pl.core}: {op} answered {status}"
+            self.run_ends[pl.core] = self.answered[pl.core] - c0
         await feeder
 
 
@@ -382,7 +387,7 @@ async def train_chip(dut):
     S = x.shape[0]
     out_cores = geo.layer_cores(len(cfg.network.layers) - 2)
     ip = cfg.hardware.wg_dataflow == "inplace"
-    cycles, per_core = [], []
+    cycles, per_core, ends = [], [], []
     want_counters = bool(p.raw.get("counters", False))
     for b0 in range(0, S, B):
         xb, yb = x[b0:b0 + B], labels[b0:b0 + B]
@@ -400,6 +405,7 @@ async def train_chip(dut):
             cycles.append(tb.cycle - c0)
             sb.finish_sample()
             dut._log.info(f"sample {n}: {cycles[-1]} cycles")
+            ends.append(dict(tb.run_ends))
             if want_counters:
                 per_core.append({pl.core: await tb.core_counters(pl.core) for pl in geo.cores})
         if not ip:
@@ -428,7 +434,8 @@ async def train_chip(dut):
         with open(report, "w") as f:
             json.dump({"cycles_per_sample": cycles, "samples": S, "cores": len(geo.cores),
                        "sim_cycles": tb.cycle, "wall_s": time.monotonic() - wall0,
-                       "core_counters": per_core, "noc": await tb.noc_counters()}, f)
+                       "core_counters": per_core, "core_ends": ends,
+                       "noc": await tb.noc_counters()}, f)
 
 
 def run_chip_sim(cfg, *, seed=0, samples=4, source="random", density=0.2, waves=None,
