@@ -311,6 +311,24 @@ NOC_MULTICAST_CYCLES = 5
 REDUCE_WORD_CYCLES = 3
 
 
+#: Cycles per flit at the eject port of a hidden core: ErrorReduce takes a flit in its third
+#: cycle and the router refills the eject register two cycles after it was drained.
+ERROR_EJECT_CYCLES = REDUCE_WORD_CYCLES + 2
+
+
+def _hops(geometry, a: int, b: int) -> int:
+    """Links between cores ``a`` and ``b`` on the row-major mesh (XY route)."""
+    (ra, ca), (rb, cb) = divmod(a, geometry.cols), divmod(b, geometry.cols)
+    return abs(ra - rb) + abs(ca - cb)
+
+
+def _error_run_cycles(n: int, hops: int) -> int:
+    """Cycles for a run of ``n`` error words from one core to one core ``hops`` links away:
+    one link slot each, or, when the eject port is slower, one eject slot each less what the
+    path's registers (one per link and the eject's) absorb while the source moves on."""
+    return max(NOC_LINK_CYCLES * n, ERROR_EJECT_CYCLES * n - (hops + 1))
+
+
 def noc_busiest_link(geometry, flows) -> int:
     """Flits on the busiest link, inject or eject port of XY-routed unicast ``flows``
     ``[(source core, destination core, flits), ...]`` on the geometry's mesh (an eject or
@@ -342,7 +360,9 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
     Forward, per core and timestep: timestep ``t`` is released when every source's marker
     for ``t`` has arrived (the host's events come one flit per :data:`NOC_MULTICAST_CYCLES`; a
     core's marker leaves when its LIF wrote ``t``), plus the scan of the bitmap (three
-    cycles a 16-bit word, one per event, one to close); the core walks it once the walk of
+    cycles a 16-bit word, one per event, one to close; in place the core takes ``t``'s
+    events only after its walk of ``t-1``, so the scan waits at ``t``'s first set word and
+    scans the rest as the events are taken); the core walks it once the walk of
     ``t-1`` is over (``events(t) + 2`` to fill and take it, ``NB * max(events, 1)`` to walk,
     :func:`fp_cycles`). Backward: a core starts when its forward is over and (hidden) its
     reduced errors are in; it takes its exact backward phase or, when longer, one link
@@ -366,13 +386,23 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
     for pl in geometry.cores:
         g, l = pl.geom, pl.layer
         NB = g.blocks
-        nw = -(-g.n_in // max(16, P))
+        wb = max(16, P)
+        nw = -(-g.n_in // wb)
         src = [host] if l == 0 else [step[c.core] for c in geometry.layer_cores(l - 1)]
-        walk_end, done = 0, []
+        walk_end, close, done = 0, -1, []
         for t in range(T):
             e = ev[l][t]
             avail = max(s[t] for s in src) + dist * hop
-            close = max(walk_end + e + 1, avail + 3 * nw + e + 1)
+            scan = max(close + 1, avail)          # the scanner starts t
+            if ip and e:
+                # the core takes t's events only after its walk of t-1: the scan stops at
+                # the first set word and scans the rest, word by word, as events are taken
+                w0 = int(traces[l].x[b, t].nonzero()[0]) // wb
+                close = max(walk_end, scan + 3 * w0 + 2) + e + 3 * (nw - 1 - w0) + 2
+            elif ip:
+                close = max(walk_end, scan + 3 * nw) + 1
+            else:
+                close = max(walk_end + e + 1, avail + 3 * nw + e + 1)
             walk_end = close + 2 + NB * max(e, 1)
             done.append(walk_end + 4)
         step[pl.core] = done
@@ -389,6 +419,11 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
             flows = [(pl.core, d.core, active[pl.core] * d.geom.blocks)
                      for pl in geometry.layer_cores(l) for d in geometry.layer_cores(l - 1)]
             drain = NOC_LINK_CYCLES * noc_busiest_link(geometry, flows)
+            # and each core's words go out in runs, one run per core below and timestep;
+            # a run drains at that core's eject port
+            stream = {pl.core: active[pl.core] * sum(
+                _error_run_cycles(d.geom.blocks, _hops(geometry, pl.core, d.core))
+                for d in geometry.layer_cores(l - 1)) for pl in geometry.layer_cores(l)}
         for pl in geometry.layer_cores(l):
             g = pl.geom
             dv = tr.dv[b, :, pl.offset:pl.offset + g.n_neurons]
@@ -407,7 +442,7 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
             words = g.col_blocks * sum(1 for n in nnz if n)
             if l > 0:
                 if words:
-                    bwd = max(bwd, drain + 8)
+                    bwd = max(bwd, max(drain, stream[pl.core]) + 8)
                 err_end[pl.core] = start + bwd + NOC_LINK_CYCLES * len(geometry.layer_cores(l - 1))
             end = start + bwd + 1
             if ip:
