@@ -374,7 +374,8 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
     P, T = cfg.hardware.lanes, cfg.network.timesteps
     ip = cfg.hardware.wg_dataflow == "inplace"
     hop = NOC_HOP_CYCLES
-    dist = max(geometry.rows, 1) + max(geometry.cols, 1)          # a typical path in hops
+    def path(a, c):          # a flit's cycles from core a's router to core c (the host's: 0)
+        return (_hops(geometry, a, c) + 1) * hop
     ev = [[int(v) for v in tr.x[b].sum(dim=1)] for tr in traces]    # events per layer and t
     step = {}                                                        # core -> done(t) list
     cores = {}
@@ -388,11 +389,12 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
         NB = g.blocks
         wb = max(16, P)
         nw = -(-g.n_in // wb)
-        src = [host] if l == 0 else [step[c.core] for c in geometry.layer_cores(l - 1)]
+        src = ([(0, host)] if l == 0 else
+               [(c.core, step[c.core]) for c in geometry.layer_cores(l - 1)])
         walk_end, close, done = 0, -1, []
         for t in range(T):
             e = ev[l][t]
-            avail = max(s[t] for s in src) + dist * hop
+            avail = max(s[t] + path(a, pl.core) for a, s in src)
             scan = max(close + 1, avail)          # the scanner starts t
             if ip and e:
                 # the core takes t's events only after its walk of t-1: the scan stops at
@@ -432,7 +434,7 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
             start = cores[pl.core]["forward_end"]
             if not g.output_layer:
                 above = geometry.layer_cores(l + 1)
-                ready = max(err_end[c.core] for c in above) + dist * hop
+                ready = max(err_end[c.core] + path(c.core, pl.core) for c in above)
                 start = max(start, ready + REDUCE_WORD_CYCLES * T * g.blocks + 2)
             if ip:
                 bwd = core_inplace_backward_cycles(g.blocks, g.col_blocks, nnz, g.n_in)["phase"]
@@ -448,6 +450,6 @@ def chip_sample_cycles(cfg, geometry, traces, b: int) -> dict:
             if ip:
                 ab, ac = inplace_active(tr.x[b], dv, P)
                 end += core_inplace_update_cycles(ab, ac)
-            cores[pl.core].update(backward_end=start + bwd, end=end + dist * hop)
+            cores[pl.core].update(backward_end=start + bwd, end=end + path(pl.core, 0))
     total = max(c["end"] for c in cores.values())
     return {"total": total, "cores": cores}

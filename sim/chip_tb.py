@@ -352,6 +352,21 @@ def _samples(cfg, source: str, samples: int, seed: int, density: float = 0.2):
     return x, torch.randint(0, n_out, (samples,), generator=g)
 
 
+def perf_model_cycles(cfg, *, seed: int, samples: int, source: str = "random",
+                      density: float = 0.2) -> list[int]:
+    """``model.perf.chip_sample_cycles`` of each sample that :func:`run_chip_sim` trains with
+    the same arguments (same inputs, same initial weights, same updates)."""
+    from ..model import perf
+    geo = ChipGeometry.from_config(cfg)
+    x, labels = _samples(cfg, source, samples, seed, density)
+    model = FixedPointSNN(cfg, weights=init_weights(cfg, torch.Generator().manual_seed(seed)))
+    B, out = cfg.train.batch_size, []
+    for b0 in range(0, samples, B):
+        traces = model.train_step(x[b0:b0 + B], labels[b0:b0 + B])
+        out += [perf.chip_sample_cycles(cfg, geo, traces, s)["total"] for s in range(min(B, samples - b0))]
+    return out
+
+
 def _inputs(cfg, p, rng_seed):
     return _samples(cfg, p.raw.get("input", "random"), int(p.raw.get("samples", 4)), rng_seed,
                     float(p.raw.get("density", 0.2)))
