@@ -516,6 +516,8 @@ def test_noc_parameters():
         Router(MeshShape(1, 1, 1), 0, [DEFAULT_PLANES[0], DEFAULT_PLANES[0]])
     with pytest.raises(TypeError, match="not a shape"):
         PlaneSpec(MessageClass.HOST, "wide")
+    with pytest.raises(ValueError, match="3 node_domains for 4 nodes"):
+        Mesh(MeshShape(2, 2, 4), node_domains=["a", "b", "c"])
     for n in range(1, 33):
         assert MeshShape.for_nodes(n).nodes == n
     from spikeforge.gen.config import load_config
