@@ -33,8 +33,8 @@ then waits for every response).
 
 from __future__ import annotations
 
-from amaranth.hdl import (Array, ClockDomain, ClockSignal, Const, DomainRenamer, Instance, Module,
-                          Mux, ResetSignal, Shape, Signal, Value, signed, unsigned)
+from amaranth.hdl import (Array, ClockSignal, Const, DomainRenamer, Instance, Module, Mux,
+                          ResetSignal, Shape, Signal, Value, signed, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -45,6 +45,7 @@ from .geometry import ChipGeometry, mul_const
 from .interfaces import (IDX_BITS, Op, Phase, Status, ds_layout, err_layout, event_layout,
                          spike_word_layout, ubits)
 from .noc import Mesh, MeshShape, MessageClass, PlaneSpec, inject_layout
+from .resets import local_reset_domain
 from .wg import inplace
 
 __all__ = ["Chip", "core_module_name", "core_instance", "core_domain", "RESET_STAGES", "chip_planes", "chip_flows", "chip_cmd_layout", "chip_rsp_layout", "chip_event_layout",
@@ -69,21 +70,12 @@ def core_domain(k: int) -> str:
 
 
 def local_resets(m, n: int) -> None:
-    """One reset per core, :data:`RESET_STAGES` registers after ``sync``'s: a core's few
-    thousand flip-flops then take their reset from a register the placer puts beside them,
-    not from one net to every flip-flop of the chip (on the 20-core chip that net, 40,000
-    loads, was the limiting path at 45 MHz: 22 ns). ``keep`` makes the FPGA flow keep the
-    per-core registers apart (yosys merges identical flip-flops)."""
+    """One reset per core (its core, adapters and router), :data:`RESET_STAGES` registers
+    after ``sync``'s (``rtl/resets.py``): a core's flip-flops then take their reset from a
+    register the placer puts beside them, not from one net to every flip-flop of the chip
+    (on the 20-core chip that net, 40,000 loads, was the limiting path at 45 MHz: 22 ns)."""
     for k in range(n):
-        name = core_domain(k)
-        cd = ClockDomain(name, local=True)
-        m.domains += cd
-        prev = ResetSignal("sync")
-        for i in range(RESET_STAGES):
-            r = Signal(init=1, reset_less=True, name=f"{name}_rst{i}", attrs={"keep": 1})
-            m.d.sync += r.eq(prev)
-            prev = r
-        m.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(prev)]
+        local_reset_domain(m, core_domain(k), RESET_STAGES)
 
 
 # ----------------------------------------------------------------------------- layouts
