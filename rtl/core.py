@@ -58,7 +58,7 @@ not exist in this dataflow: it is answered ``bad_op`` and changes nothing. Backw
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, DomainRenamer, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -71,14 +71,9 @@ from .interfaces import (IDX_BITS, Op, Phase, Status, active_column_layout,
                          cmd_layout, count_bits, ds_layout, dv_entry_layout, dv_list_depth,
                          dvw_layout, err_layout, event_layout, rsp_layout, spike_word_layout, ubits,
                          weight_location)
-from .resets import local_reset_domain
 from .wg import WGEngine, inplace
 
 __all__ = ["Core", "COUNTERS"]
-
-#: Registers between the core's reset and each engine's (``rtl/resets.py``): the engines
-#: leave reset this many cycles after the core's command logic.
-ENGINE_RESET_STAGES = 1
 
 #: Counters readable with ``read_counter`` (index = position), latched at the end of a phase.
 COUNTERS = ("fwd_phase", "fp_cycles", "fp_work", "fp_stalls",
@@ -279,14 +274,9 @@ class Core(wiring.Component):
         lp = P.bit_length() - 1
         cb = count_bits(T)
 
-        # each engine in its own domain, reset one register after the core's: the core's
-        # 1,600 flip-flops spread over the device with its block RAMs, and one reset net to
-        # all of them was the 20-core chip's limiting path at 54 MHz (rtl/resets.py)
-        fp, bp, wg = (FPEngine(cfg, g, debug=self.debug), BPEngine(cfg, g, debug=self.debug),
-                      WGEngine(cfg, g, debug=self.debug))
-        for name, engine in (("fp", fp), ("bp", bp), ("wg", wg)):
-            dom = local_reset_domain(m, f"{name}_sync", ENGINE_RESET_STAGES)
-            m.submodules[name] = DomainRenamer(dom)(engine)
+        m.submodules.fp = fp = FPEngine(cfg, g, debug=self.debug)
+        m.submodules.bp = bp = BPEngine(cfg, g, debug=self.debug)
+        m.submodules.wg = wg = WGEngine(cfg, g, debug=self.debug)
         ctr = counter_domain(m, self.debug)
 
         IDLE, FWD, BWD, UPD = Phase.IDLE, Phase.FWD, Phase.BWD, Phase.UPD

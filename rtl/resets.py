@@ -1,12 +1,11 @@
 """Local resets: a clock domain on ``sync``'s clock whose reset is a few registers after
-``sync``'s, for a part of a large design (a core of the chip, an engine of a core).
+``sync``'s, for a part of a large design (a core of the chip with its adapters and router).
 
 Why: Amaranth's synchronous reset is one net to every flip-flop of a domain. On the
-20-core chip on an ECP5-85F that net (40,000 loads) was the limiting path at 45 MHz, and,
-with one reset per core, one core's reset net (1,600 loads spread over the device with the
-core's block RAMs) at 54 MHz. A register per part puts the last stage beside its loads.
-The registers carry ``keep`` so that the FPGA flow keeps them apart (``fpga/flow.py``
-``KEEP_FLOPS``): Yosys merges identical flip-flops, and those of one parent's parts are.
+20-core chip on an ECP5-85F that net (40,000 loads) was the limiting path at 45 MHz. A
+register per part puts the last stage beside its loads. The registers carry ``keep`` so
+that the FPGA flow keeps them apart (``fpga/flow.py`` ``KEEP_FLOPS``): Yosys merges
+identical flip-flops.
 """
 
 from __future__ import annotations
